@@ -1,0 +1,27 @@
+# The two commands a newcomer needs: `make demo` and `make test`.
+# Both bootstrap a fresh machine on first use (scripts/bootstrap.sh).
+VENV := .venv
+PY := $(VENV)/bin/python
+
+.PHONY: bootstrap demo test test-fast bench lint fmt dashboards clean
+
+bootstrap:
+	@scripts/bootstrap.sh
+
+demo: bootstrap
+	@$(PY) -m streams.cli demo
+
+test: bootstrap
+	@scripts/run-tests.sh
+
+test-fast: bootstrap
+	@$(PY) -m pytest -q -m "not kafka and not slow"
+
+bench: bootstrap
+	@$(PY) -m bench
+
+lint: bootstrap
+	@$(VENV)/bin/ruff check streams tests bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

@@ -1,0 +1,3 @@
+"""crm-kpi-streams: streaming, event-time KPI processor for CRM data."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,179 @@
+"""One ``Settings`` object for every command, read from ``CRM_KPI_*`` environment
+variables (and CLI flags that override them). Every field has a documented default.
+
+Bad configuration stops start-up with a one-line reason: call :func:`load_settings`,
+which raises :class:`ConfigError` with a message fit for a terminal.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from streams.core.durations import parse_duration
+
+
+class ConfigError(Exception):
+    """Configuration is invalid; the message is one line naming the setting and why."""
+
+
+class Topics(BaseSettings):
+    """Topic names (catalogue §2). Override with e.g. ``CRM_KPI_TOPICS__KPI=my.kpi``."""
+
+    model_config = SettingsConfigDict(extra="forbid")
+
+    tickets: str = "crm.tickets.v1"
+    interactions: str = "crm.interactions.v1"
+    purchases: str = "crm.purchases.v1"
+    kpi: str = "crm.kpi.v1"
+    sla: str = "crm.sla.v1"
+    signals: str = "crm.churn-signals.v1"
+    dlq: str = "crm.dlq.v1"
+    partials: str = "crm.kpi-partials"
+
+    def inputs(self) -> list[str]:
+        return [self.tickets, self.interactions, self.purchases]
+
+    def outputs(self) -> list[str]:
+        return [self.kpi, self.sla, self.signals, self.dlq]
+
+    def all(self) -> list[str]:
+        return [*self.inputs(), *self.outputs(), self.partials]
+
+
+def _duration_field(default: str, description: str):
+    return Field(default=default, description=description)
+
+
+class Settings(BaseSettings):
+    """All settings. Environment: ``CRM_KPI_<FIELD>`` (nested: ``CRM_KPI_TOPICS__KPI``)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="CRM_KPI_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        case_sensitive=False,
+    )
+
+    # --- Kafka -------------------------------------------------------------------
+    bootstrap_servers: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers, comma separated")
+    app_id: str = Field("crm-kpi", description="consumer group / application id")
+    topics: Topics = Field(default_factory=Topics, description="topic names")
+    partitions: int = Field(6, ge=1, le=1024, description="partitions when the tool creates topics")
+    replication_factor: int = Field(1, ge=1, le=16, description="replication factor when the tool creates topics")
+
+    # --- Kafka security ----------------------------------------------------------
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", description="Kafka security protocol"
+    )
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = Field(
+        None, description="SASL mechanism (with SASL_* protocols)"
+    )
+    sasl_username: str | None = Field(None, description="SASL user name")
+    sasl_password: SecretStr | None = Field(None, description="SASL password (or use sasl_password_file)")
+    sasl_password_file: Path | None = Field(None, description="file holding the SASL password")
+    ssl_cafile: Path | None = Field(None, description="CA bundle that signed the broker certificate")
+    ssl_certfile: Path | None = Field(None, description="client certificate (mTLS)")
+    ssl_keyfile: Path | None = Field(None, description="client private key (mTLS)")
+
+    # --- metrics endpoint --------------------------------------------------------
+    metrics_host: str = Field("127.0.0.1", description="bind address of /metrics")
+    metrics_port: int = Field(9108, ge=0, le=65535, description="port of /metrics (0 = pick a free port)")
+
+    # --- event time --------------------------------------------------------------
+    windows: str = Field("5m,1h,1d,30d", description="window sizes; 30d is rolling, advancing daily")
+    out_of_orderness: str = Field("30s", description="watermark = max event time - this bound")
+    grace: str = Field("60s", description="a window closes at end + grace (watermark time)")
+    allowed_lateness: str = Field("1d", description="late events up to this after close yield revisions")
+    idle_timeout: str = Field("30s", description="an idle partition stops holding the watermark back after this")
+
+    # --- KPI options -------------------------------------------------------------
+    min_sample: int = Field(30, ge=1, description="NPS/CSAT/CES below this n are published as suppressed")
+    dedupe_max_ids: int = Field(2_000_000, ge=1_000, description="event ids remembered for dedupe, per worker")
+    sla_policy_file: Path | None = Field(None, description="TOML file with SLA policies (default: catalogue targets)")
+
+    # --- logging -----------------------------------------------------------------
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="log level")
+
+    @field_validator("out_of_orderness", "grace", "allowed_lateness", "idle_timeout")
+    @classmethod
+    def _valid_duration(cls, value: str) -> str:
+        parse_duration(value)
+        return value
+
+    @field_validator("windows")
+    @classmethod
+    def _valid_windows(cls, value: str) -> str:
+        sizes = [part.strip() for part in value.split(",") if part.strip()]
+        if not sizes:
+            raise ValueError("at least one window size is required")
+        for size in sizes:
+            if parse_duration(size) <= 0:
+                raise ValueError(f"window size must be positive: {size}")
+        return ",".join(sizes)
+
+    @model_validator(mode="after")
+    def _security_consistent(self) -> Settings:
+        if self.security_protocol.startswith("SASL"):
+            if not self.sasl_mechanism:
+                raise ValueError(f"security_protocol={self.security_protocol} needs sasl_mechanism")
+            if not self.sasl_username:
+                raise ValueError(f"security_protocol={self.security_protocol} needs sasl_username")
+            if self.sasl_password is None and self.sasl_password_file is None:
+                raise ValueError("SASL needs sasl_password or sasl_password_file")
+        for name in ("sasl_password_file", "ssl_cafile", "ssl_certfile", "ssl_keyfile"):
+            path = getattr(self, name)
+            if path is not None and not Path(path).is_file():
+                raise ValueError(f"{name}: no such file: {path}")
+        if (self.ssl_certfile is None) != (self.ssl_keyfile is None):
+            raise ValueError("ssl_certfile and ssl_keyfile go together (mTLS)")
+        return self
+
+    # --- derived values (milliseconds) ---------------------------------------------
+    @property
+    def window_sizes(self) -> list[str]:
+        return self.windows.split(",")
+
+    @property
+    def out_of_orderness_ms(self) -> int:
+        return parse_duration(self.out_of_orderness)
+
+    @property
+    def grace_ms(self) -> int:
+        return parse_duration(self.grace)
+
+    @property
+    def allowed_lateness_ms(self) -> int:
+        return parse_duration(self.allowed_lateness)
+
+    @property
+    def idle_timeout_ms(self) -> int:
+        return parse_duration(self.idle_timeout)
+
+    def sasl_password_value(self) -> str | None:
+        """The SASL password, from the setting or its file. Never log the result."""
+        if self.sasl_password is not None:
+            return self.sasl_password.get_secret_value()
+        if self.sasl_password_file is not None:
+            return Path(self.sasl_password_file).read_text().strip()
+        return None
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build settings from the environment plus explicit overrides.
+
+    Raises :class:`ConfigError` with a single line such as
+    ``invalid setting CRM_KPI_GRACE: not a duration: 'soon' (expected e.g. 30s, 5m, 1h, 1d)``.
+    """
+    clean = {key: value for key, value in overrides.items() if value is not None}
+    try:
+        return Settings(**clean)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        location = "__".join(str(part) for part in error.get("loc", ()))
+        message = str(error.get("msg", "invalid")).removeprefix("Value error, ")
+        where = f"CRM_KPI_{location.upper()}" if location else "settings"
+        raise ConfigError(f"invalid setting {where}: {message}") from None
