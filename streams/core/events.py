@@ -23,7 +23,9 @@ Id = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
 Label = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
 """Free-form label values used as KPI dimensions (team, product, campaign, ...)."""
 
-Currency = Annotated[str, msgspec.Meta(pattern=r"^[A-Z]{3}$")]
+# The lengths matter: msgspec (like Python's re) lets ``$`` match before a final
+# newline, so the pattern alone would accept "EUR\n".
+Currency = Annotated[str, msgspec.Meta(min_length=3, max_length=3, pattern=r"^[A-Z]{3}$")]
 """ISO 4217 alphabetic code, e.g. ``EUR``."""
 
 AmountMinor = Annotated[int, msgspec.Meta(ge=0, le=10**15)]
@@ -198,9 +200,8 @@ DATA_TYPE_NAMES: Final[dict[type, str]] = {cls: name for name, (cls, _) in EVENT
 class Event(msgspec.Struct, frozen=True, gc=False):
     """A validated event: envelope fields plus its typed payload.
 
-    ``occurred_at_ms`` is the event time in epoch milliseconds (UTC).
-    ``extra`` is never interpreted; it exists so that the codec can round-trip
-    unknown envelope fields if asked to.
+    ``occurred_at_ms`` is the event time in epoch milliseconds (UTC). Unknown
+    envelope and payload fields are dropped by the codec (catalogue §1).
     """
 
     event_id: str
