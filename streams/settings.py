@@ -92,7 +92,9 @@ class Settings(BaseSettings):
 
     # --- KPI options -------------------------------------------------------------
     min_sample: int = Field(30, ge=1, description="NPS/CSAT/CES below this n are published as suppressed")
-    dedupe_max_ids: int = Field(2_000_000, ge=1_000, description="event ids remembered for dedupe, per worker")
+    dedupe_max_ids_per_customer: int = Field(
+        50_000, ge=100, description="event ids remembered per customer for dedupe (within allowed lateness)"
+    )
     sla_policy_file: Path | None = Field(None, description="TOML file with SLA policies (default: catalogue targets)")
 
     # --- logging -----------------------------------------------------------------
@@ -177,3 +179,22 @@ def load_settings(**overrides: object) -> Settings:
         message = str(error.get("msg", "invalid")).removeprefix("Value error, ")
         where = f"CRM_KPI_{location.upper()}" if location else "settings"
         raise ConfigError(f"invalid setting {where}: {message}") from None
+
+
+def core_config(settings: Settings):
+    """The pure core's configuration from settings (loads the SLA policy file if set).
+
+    Raises ``ValueError`` with a one-line reason when a referenced file is invalid.
+    """
+    from streams.core.pipeline import CoreConfig
+    from streams.core.sla import SlaPolicies, load_policies
+    from streams.core.windows import Lateness, parse_window_specs
+
+    policies = load_policies(settings.sla_policy_file) if settings.sla_policy_file else SlaPolicies.default()
+    return CoreConfig(
+        specs=parse_window_specs(settings.windows),
+        lateness=Lateness(settings.out_of_orderness_ms, settings.grace_ms, settings.allowed_lateness_ms),
+        min_sample=settings.min_sample,
+        policies=policies,
+        dedupe_max_ids_per_customer=settings.dedupe_max_ids_per_customer,
+    )

@@ -1,0 +1,320 @@
+"""Per-customer state: commercial and subscription KPIs (§3.5), satisfaction (§3.4),
+engagement (§3.6), the customer health score and churn signals (§3.6).
+
+A customer's events arrive in event-time order (the processor buffers them), so
+every rule here reads like the business rule it implements.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Final
+
+import msgspec
+
+from streams.core.events import (
+    Event,
+    InteractionLogged,
+    MarketingSpend,
+    PurchaseCompleted,
+    PurchaseRefunded,
+    SessionStarted,
+    SubscriptionCancelled,
+    SubscriptionStarted,
+    SurveyAnswered,
+)
+from streams.core.partials import Partials
+from streams.core.records import ChurnSignal, Contribution, Dims, HealthChange
+
+DAY_MS: Final = 86_400_000
+OVERALL: Final[tuple[Dims, ...]] = ((),)
+MAX_REMEMBERED_ORDERS: Final = 256  # refunds of older orders lose their product/kind dims
+MAX_RECENT: Final = 64  # bound on each per-customer recent-event list
+
+
+@dataclass(frozen=True, slots=True)
+class HealthConfig:
+    """Weights of the health components and churn-signal thresholds (all configurable)."""
+
+    engagement_weight: float = 0.3
+    satisfaction_weight: float = 0.3
+    support_weight: float = 0.2
+    commercial_weight: float = 0.2
+    lookback_ms: int = 30 * DAY_MS  # the "in 30d" of the signals and components
+    detractor_max_score: int = 6  # NPS answers at or below raise `detractor`
+    breaches_threshold: int = 2  # SLA breaches in lookback raising `sla_breached_repeatedly`
+    reopens_threshold: int = 2  # reopens in lookback raising `reopened_repeatedly`
+    inactive_after_ms: int = 14 * DAY_MS  # no event this long while subscribed -> `inactive`
+    sessions_for_full_engagement: int = 8  # sessions in lookback that score 100 on frequency
+
+    def __post_init__(self) -> None:
+        weights = self.weights()
+        if any(w < 0 for w in weights.values()) or sum(weights.values()) <= 0:
+            raise ValueError("health weights must be non-negative and not all zero")
+
+    def weights(self) -> dict[str, float]:
+        return {
+            "engagement": self.engagement_weight,
+            "satisfaction": self.satisfaction_weight,
+            "support": self.support_weight,
+            "commercial": self.commercial_weight,
+        }
+
+
+class CustomerState(msgspec.Struct):
+    customer_id: str
+    first_commercial_ms: int | None = None
+    subscriptions: dict[str, tuple[int, str]] = msgspec.field(default_factory=dict)
+    orders: dict[str, tuple[str, str, str]] = msgspec.field(default_factory=dict)
+    last_event_ms: int | None = None
+    sessions: list[int] = msgspec.field(default_factory=list)
+    last_nps: int | None = None
+    last_csat: int | None = None
+    breaches: list[tuple[int, str]] = msgspec.field(default_factory=list)
+    reopens: list[tuple[int, str]] = msgspec.field(default_factory=list)
+    refunds: list[tuple[int, str]] = msgspec.field(default_factory=list)
+    expansions: list[int] = msgspec.field(default_factory=list)
+    open_tickets: int = 0
+    health: float | None = None
+    inactivity_due_ms: int | None = None  # the one armed inactivity timer, if any
+    seen: dict[str, int] = msgspec.field(default_factory=dict)  # applied event id -> time (dedupe)
+    contributions: tuple[Contribution, ...] = ()
+
+    @property
+    def subscribed(self) -> bool:
+        return bool(self.subscriptions)
+
+
+Signal = tuple[str, tuple[str, ...], str]  # (signal name, evidence event ids, detail)
+
+
+class InactivityTimer(msgspec.Struct, frozen=True):
+    due_ms: int
+    customer_id: str
+    token: int  # the due time it was armed for (stale entries are ignored)
+
+
+def _recent(items: list, now_ms: int, lookback_ms: int, key=lambda item: item) -> list:
+    """Drop entries older than the lookback and cap the list length."""
+    cutoff = now_ms - lookback_ms
+    kept = [item for item in items if key(item) > cutoff]
+    return kept[-MAX_RECENT:]
+
+
+class CustomerEngine:
+    """Applies customer-level events and computes health and churn signals. Pure."""
+
+    def __init__(self, config: HealthConfig | None = None) -> None:
+        self.config = config or HealthConfig()
+
+    # -- events --------------------------------------------------------------------------------
+    def apply(self, c: CustomerState, event: Event, out: Partials) -> InactivityTimer | None:
+        """Apply one event of this customer (any type); returns an inactivity timer to arm."""
+        data = event.data
+        ts = event.occurred_at_ms
+        if isinstance(data, MarketingSpend):
+            # customer_id is a campaign here: spend counts, nobody became active
+            out.total("marketing_spend_minor", ((("currency", data.currency),),), ts, data.amount_minor)
+            return None
+        out.distinct("active_customers", OVERALL, ts, c.customer_id)
+        c.last_event_ms = ts
+        signal: Signal | None = None
+        if isinstance(data, PurchaseCompleted):
+            self._purchase(c, event, data, out)
+        elif isinstance(data, PurchaseRefunded):
+            signal = self._refund(c, event, data, out)
+        elif isinstance(data, SubscriptionStarted):
+            self._subscribe(c, data, ts, out)
+        elif isinstance(data, SubscriptionCancelled):
+            signal = self._cancel(c, event, data, out)
+        elif isinstance(data, InteractionLogged):
+            out.count("interactions", OVERALL, ts)
+            if data.handle_time_s is not None:
+                dims = ((), (("channel", data.channel),))
+                out.sample("average_handle_time_seconds", dims, ts, data.handle_time_s)
+        elif isinstance(data, SessionStarted):
+            c.sessions.append(ts)
+            c.sessions = _recent(c.sessions, ts, self.config.lookback_ms)
+        elif isinstance(data, SurveyAnswered):
+            signal = self._survey(c, event, data, out)
+        self.recompute(c, ts, event.event_id, out, signal)
+        return self._arm_inactivity(c)
+
+    def _arm_inactivity(self, c: CustomerState) -> InactivityTimer | None:
+        """One inactivity timer per subscribed customer; it re-arms itself on firing
+        when activity happened since, so the timer heap does not grow per event."""
+        if c.inactivity_due_ms is not None or not c.subscribed or c.last_event_ms is None:
+            return None
+        c.inactivity_due_ms = c.last_event_ms + self.config.inactive_after_ms
+        return InactivityTimer(c.inactivity_due_ms, c.customer_id, c.inactivity_due_ms)
+
+    def _new_customer(self, c: CustomerState, ts: int, out: Partials) -> None:
+        if c.first_commercial_ms is None:
+            c.first_commercial_ms = ts
+            out.count("new_customers", OVERALL, ts)
+
+    def _purchase(self, c: CustomerState, event: Event, data: PurchaseCompleted, out: Partials) -> None:
+        ts = event.occurred_at_ms
+        self._new_customer(c, ts, out)
+        dims = money_dims(data.currency, data.product, data.kind)
+        out.total("purchases_minor", dims, ts, data.amount_minor)
+        out.count("orders", dims, ts)
+        out.distinct("purchasing_customers", OVERALL, ts, c.customer_id)
+        if data.kind in ("upsell", "cross_sell"):
+            out.distinct("expanding_customers", OVERALL, ts, c.customer_id)
+            c.expansions = _recent([*c.expansions, ts], ts, self.config.lookback_ms)
+        c.orders[data.order_id] = (data.currency, data.product, data.kind)
+        if len(c.orders) > MAX_REMEMBERED_ORDERS:
+            del c.orders[next(iter(c.orders))]
+
+    def _refund(self, c: CustomerState, event: Event, data: PurchaseRefunded, out: Partials) -> Signal:
+        ts = event.occurred_at_ms
+        order = c.orders.get(data.order_id)
+        if order is not None and order[0] == data.currency:
+            dims = money_dims(data.currency, order[1], order[2])
+        else:
+            dims = ((("currency", data.currency),),)
+        out.total("refunds_minor", dims, ts, data.amount_minor)
+        out.count("refunds", dims, ts)
+        c.refunds = _recent([*c.refunds, (ts, event.event_id)], ts, self.config.lookback_ms, _first)
+        return ("refund", (event.event_id,), f"order {data.order_id}")
+
+    def _subscribe(self, c: CustomerState, data: SubscriptionStarted, ts: int, out: Partials) -> None:
+        self._new_customer(c, ts, out)
+        if data.subscription_id in c.subscriptions:
+            return
+        if not c.subscriptions:
+            out.level("active_subscribers", OVERALL, ts, +1)
+            out.count("subscribers_gained", OVERALL, ts)
+        c.subscriptions[data.subscription_id] = (data.mrr_minor, data.currency)
+        out.level("mrr_minor", ((("currency", data.currency),),), ts, data.mrr_minor)
+
+    def _cancel(self, c: CustomerState, event: Event, data: SubscriptionCancelled, out: Partials) -> Signal:
+        ts = event.occurred_at_ms
+        sub = c.subscriptions.pop(data.subscription_id, None)
+        if sub is not None:
+            mrr, currency = sub
+            out.level("mrr_minor", ((("currency", currency),),), ts, -mrr)
+            if not c.subscriptions:
+                out.level("active_subscribers", OVERALL, ts, -1)
+                out.count("subscribers_churned", OVERALL, ts)
+        return ("cancelled", (event.event_id,), f"subscription {data.subscription_id}")
+
+    def _survey(self, c: CustomerState, event: Event, data: SurveyAnswered, out: Partials) -> Signal | None:
+        ts = event.occurred_at_ms
+        dims: tuple[Dims, ...] = ((), (("product", data.product),)) if data.product else OVERALL
+        out.survey(data.survey, dims, ts, data.score)
+        if data.survey == "nps":
+            c.last_nps = data.score
+            if data.score <= self.config.detractor_max_score:
+                return ("detractor", (event.event_id,), f"nps {data.score}")
+        elif data.survey == "csat":
+            c.last_csat = data.score
+        return None
+
+    # -- support feedback from the ticket engine --------------------------------------------
+    def on_ticket_change(
+        self, c: CustomerState, ts: int, cause_id: str, out: Partials, *,
+        open_delta: int = 0, reopened_by: str | None = None, breached_ticket: str | None = None,
+    ) -> None:
+        """Called by the processor when a ticket of this customer opened/closed, was
+        reopened or breached an SLA; updates support components and signals."""
+        lookback = self.config.lookback_ms
+        c.open_tickets = max(0, c.open_tickets + open_delta)
+        signal: Signal | None = None
+        if reopened_by is not None:
+            c.reopens = _recent([*c.reopens, (ts, reopened_by)], ts, lookback, _first)
+            if len(c.reopens) == self.config.reopens_threshold:
+                signal = (
+                    "reopened_repeatedly", tuple(i for _, i in c.reopens), f"{len(c.reopens)} reopens in lookback"
+                )
+        if breached_ticket is not None:
+            c.breaches = _recent([*c.breaches, (ts, breached_ticket)], ts, lookback, _first)
+            if len(c.breaches) == self.config.breaches_threshold:
+                signal = (
+                    "sla_breached_repeatedly", tuple(i for _, i in c.breaches),
+                    f"{len(c.breaches)} SLA breaches in lookback",
+                )
+        self.recompute(c, ts, cause_id, out, signal)
+
+    def on_inactivity_timer(
+        self, c: CustomerState, timer: InactivityTimer, out: Partials
+    ) -> InactivityTimer | None:
+        """The inactivity moment passed in event time; returns a re-armed timer if the
+        customer was active since it was armed."""
+        if c.inactivity_due_ms != timer.due_ms:
+            return None  # stale
+        c.inactivity_due_ms = None
+        if not c.subscribed or c.last_event_ms is None:
+            return None
+        if c.last_event_ms + self.config.inactive_after_ms > timer.due_ms:
+            return self._arm_inactivity(c)
+        days = self.config.inactive_after_ms // DAY_MS
+        self.recompute(c, timer.due_ms, "", out, ("inactive", (), f"no event for {days}d while subscribed"))
+        return None
+
+    # -- health ----------------------------------------------------------------------------------
+    def components(self, c: CustomerState, now_ms: int) -> dict[str, float]:
+        """Component scores 0-100 at ``now_ms`` (see docs/health.md for the rules)."""
+        cfg = self.config
+        cutoff = now_ms - cfg.lookback_ms
+        sessions = [t for t in c.sessions if t > cutoff]
+        frequency = min(1.0, len(sessions) / cfg.sessions_for_full_engagement)
+        if sessions:
+            age_days = (now_ms - sessions[-1]) / DAY_MS
+            recency = 1.0 if age_days <= 7 else max(0.0, (30 - age_days) / 23)
+        else:
+            recency = 0.0
+        engagement = 100.0 * (0.5 * frequency + 0.5 * recency)
+        answers = []
+        if c.last_nps is not None:
+            answers.append(c.last_nps * 10.0)
+        if c.last_csat is not None:
+            answers.append((c.last_csat - 1) * 25.0)
+        satisfaction = sum(answers) / len(answers) if answers else 50.0
+        breaches = sum(1 for t, _ in c.breaches if t > cutoff)
+        reopens = sum(1 for t, _ in c.reopens if t > cutoff)
+        support = _clamp(100.0 - 25.0 * breaches - 15.0 * reopens - 5.0 * c.open_tickets)
+        refunds = sum(1 for t, _ in c.refunds if t > cutoff)
+        expansions = sum(1 for t in c.expansions if t > cutoff)
+        commercial = _clamp((60.0 if c.subscribed else 20.0) + 20.0 * min(expansions, 1) - 30.0 * min(refunds, 1))
+        return {"engagement": engagement, "satisfaction": satisfaction, "support": support, "commercial": commercial}
+
+    def recompute(
+        self, c: CustomerState, now_ms: int, cause_id: str, out: Partials, signal: Signal | None = None
+    ) -> None:
+        """Recompute the health score; record the change and any pending churn signal."""
+        weights = self.config.weights()
+        total_weight = math.fsum(weights.values())
+        scores = self.components(c, now_ms)
+        contributions = tuple(
+            Contribution(name, round(scores[name], 6), weights[name], round(weights[name] * scores[name] / total_weight, 6))
+            for name in weights
+        )
+        after = round(math.fsum(x.points for x in contributions), 6)
+        before = c.health if c.health is not None else after
+        if c.health is None or after != c.health:
+            out.health.append(HealthChange(c.customer_id, now_ms, cause_id, before, after, contributions))
+            out.sample("customer_health_score", OVERALL, now_ms, after)
+        c.health, c.contributions = after, contributions
+        if signal is not None:
+            name, evidence, detail = signal
+            out.signals.append(ChurnSignal(name, c.customer_id, now_ms, evidence, before, after, detail))
+            out.count("churn_signals", ((), (("signal", name),)), now_ms)
+
+
+def money_dims(currency: str, product: str, kind: str) -> tuple[Dims, ...]:
+    return (
+        (("currency", currency),),
+        (("currency", currency), ("product", product)),
+        (("currency", currency), ("kind", kind)),
+    )
+
+
+def _first(item: tuple) -> int:
+    return item[0]
+
+
+def _clamp(value: float) -> float:
+    return min(100.0, max(0.0, value))

@@ -1,0 +1,307 @@
+"""Stage 2 of the pipeline, pure: merge pane partials into windows, close windows on
+the watermark, publish KPI records with revisions.
+
+For every window spec the merger keeps *buckets*: the window itself for tumbling
+windows, one day for rolling windows (a 30-day window is the merge of its 30 daily
+buckets). Levels (gauges such as open tickets) are kept as per-bucket deltas plus a
+base that absorbs evicted buckets, so a level at any retained instant is exact.
+
+Publication:
+* provisional: an open window that changed is published with ``final: false`` and
+  ``revision: -1`` (live figures; optional);
+* final: when the watermark reaches ``end + grace`` every record of the window is
+  published with ``revision: 0, final: true``;
+* revisions: a later partial (within allowed lateness) republishes only the records
+  whose value changed, with ``revision + 1``;
+* expiry: at ``end + grace + allowed_lateness`` the window is forgotten; partials
+  for it are counted as dropped late.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import NamedTuple
+
+from streams.core.aggregates import Level
+from streams.core.kpis import WindowAggs, derive
+from streams.core.partials import PartialKey
+from streams.core.records import Dims, KpiRecord
+from streams.core.registry import BASE_BY_NAME
+from streams.core.windows import MIN_TIME, Lateness, WindowSpec
+
+PROVISIONAL_REVISION = -1
+
+
+def _is_level(base: str) -> bool:
+    return BASE_BY_NAME[base].aggregate == "level"
+
+
+def _fingerprint(record: KpiRecord) -> tuple:
+    return (record.value, record.n, tuple(sorted(record.stats.items(), key=lambda kv: kv[0])))
+
+
+class _SpecState:
+    """Buckets and publication state of one window spec."""
+
+    __slots__ = ("spec", "buckets", "index", "levels", "level_base", "known", "dirty", "finalized", "published")
+
+    def __init__(self, spec: WindowSpec) -> None:
+        self.spec = spec
+        self.buckets: dict[tuple[str, Dims, int], object] = {}
+        self.index: dict[int, set[tuple[str, Dims]]] = defaultdict(set)  # bucket -> keys present
+        self.levels: dict[tuple[str, Dims], dict[int, int]] = defaultdict(dict)  # bucket deltas
+        self.level_base: dict[tuple[str, Dims], int] = defaultdict(int)
+        self.known: set[int] = set()  # retained window starts that hold any data
+        self.dirty: set[int] = set()  # window starts changed since last publication
+        self.finalized: set[int] = set()  # window starts published as final
+        self.published: dict[tuple[str, Dims, int], tuple[int, tuple]] = {}
+
+
+class Merger:
+    """Stage-2 merger for the KPI families routed to it (all of them in ``replay``)."""
+
+    def __init__(self, specs: tuple[WindowSpec, ...], lateness: Lateness, min_sample: int) -> None:
+        self.lateness = lateness
+        self.min_sample = min_sample
+        self.states = [_SpecState(spec) for spec in specs]
+        self.watermark = MIN_TIME
+        self.dropped_late = 0  # partial aggregates that arrived after their window expired
+        # changelog support: what changed since the last take_changes()
+        self._changed_buckets: set[tuple[int, str, Dims, int]] = set()
+        self._removed_buckets: set[tuple[int, str, Dims, int]] = set()
+        self._changed_published: set[tuple[int, str, Dims, int]] = set()
+        self._removed_published: set[tuple[int, str, Dims, int]] = set()
+
+    # -- input --------------------------------------------------------------------------------
+    def add(self, partials: dict[PartialKey, object]) -> None:
+        """Merge one batch of pane partials (the batch is not modified)."""
+        for (base, dims, pane), agg in partials.items():
+            level = _is_level(base)
+            for index, state in enumerate(self.states):
+                spec = state.spec
+                bucket = spec.bucket_start(pane)
+                if self.lateness.expired(bucket + spec.size_ms, self.watermark):
+                    self.dropped_late += 1
+                    continue
+                key = (base, dims, bucket)
+                existing = state.buckets.get(key)
+                if existing is None:
+                    state.buckets[key] = agg.copy()
+                else:
+                    existing.merge(agg)
+                self._changed_buckets.add((index, base, dims, bucket))
+                self._removed_buckets.discard((index, base, dims, bucket))
+                state.index[bucket].add((base, dims))
+                for start in spec.windows_of_bucket(bucket):
+                    if not self.lateness.expired(start + spec.size_ms, self.watermark):
+                        state.dirty.add(start)
+                        state.known.add(start)
+                if level:
+                    series = state.levels[(base, dims)]
+                    series[bucket] = series.get(bucket, 0) + agg.delta
+                    # the level of every later window moved too
+                    state.dirty.update(start for start in state.known if start + spec.size_ms > bucket)
+
+    # -- output ---------------------------------------------------------------------------------
+    def advance(self, watermark: int) -> list[KpiRecord]:
+        """Move the watermark; returns final records of windows that closed and
+        revisions of closed windows that changed. Expired windows are forgotten."""
+        if watermark > self.watermark:
+            self.watermark = watermark
+        records: list[KpiRecord] = []
+        for state in self.states:
+            size = state.spec.size_ms
+            closing = sorted(s for s in state.dirty if self.lateness.closed(s + size, self.watermark))
+            for start in closing:
+                records.extend(self._publish(state, start, final=True))
+                state.dirty.discard(start)
+            self._evict(state)
+        return records
+
+    def latest_final(self) -> dict[tuple[str, str, Dims], KpiRecord]:
+        """The latest final record per (kpi, window size, dims): what gauges show."""
+        latest: dict[tuple[str, str, Dims], KpiRecord] = {}
+        for state in self.states:
+            size, name = state.spec.size_ms, state.spec.name
+            for (kpi, dims, start), (revision, print_) in state.published.items():
+                if revision < 0:
+                    continue
+                key = (kpi, name, dims)
+                current = latest.get(key)
+                if current is None or current.start_ms < start:
+                    value, n, stats = print_
+                    latest[key] = KpiRecord(kpi, name, start, start + size, dims, value, n, dict(stats), revision, True)
+        return latest
+
+    def provisional(self) -> list[KpiRecord]:
+        """Records of open windows that changed since their last publication."""
+        records: list[KpiRecord] = []
+        for state in self.states:
+            for start in sorted(state.dirty):
+                records.extend(self._publish(state, start, final=False))
+            state.dirty.clear()
+        return records
+
+    def flush(self) -> list[KpiRecord]:
+        """Close every window now (``replay`` at the end of its input)."""
+        records: list[KpiRecord] = []
+        for state in self.states:
+            for start in sorted(state.known):
+                if start not in state.finalized or start in state.dirty:
+                    records.extend(self._publish(state, start, final=True))
+            state.dirty.clear()
+        return records
+
+    # -- internals --------------------------------------------------------------------------------
+    def _window_aggs(self, state: _SpecState, start: int) -> WindowAggs:
+        aggs: WindowAggs = defaultdict(dict)
+        for bucket in state.spec.buckets_of(start):
+            for base, dims in state.index.get(bucket, ()):
+                agg = state.buckets[(base, dims, bucket)]
+                current = aggs[base].get(dims)
+                if current is None:
+                    aggs[base][dims] = agg.copy() if state.spec.rolling else agg
+                else:
+                    current.merge(agg)
+        return aggs
+
+    def _level_at(self, state: _SpecState, base: str, dims: Dims, instant: int) -> int:
+        """Level of ``base`` just before ``instant``: base + deltas of earlier buckets."""
+        key = (base, dims)
+        total = state.level_base.get(key, 0)
+        for bucket, delta in state.levels.get(key, {}).items():
+            if bucket < instant:
+                total += delta
+        return total
+
+    def _publish(self, state: _SpecState, start: int, *, final: bool) -> list[KpiRecord]:
+        spec = state.spec
+        end = start + spec.size_ms
+        aggs = self._window_aggs(state, start)
+        derived = derive(
+            aggs,
+            lambda base, dims: self._level_at(state, base, dims, start),
+            lambda base, dims: self._level_at(state, base, dims, end),
+            self.min_sample,
+        )
+        was_final = start in state.finalized
+        if final:
+            state.finalized.add(start)
+        records: list[KpiRecord] = []
+        index = self.states.index(state)
+        for kpi, dims, value, n, stats in derived:
+            record = KpiRecord(kpi, spec.name, start, end, dims, value, n, stats)
+            key = (kpi, dims, start)
+            print_ = _fingerprint(record)
+            previous = state.published.get(key)
+            if final:
+                if was_final and previous is not None:
+                    if previous[1] == print_:
+                        continue
+                    revision = previous[0] + 1
+                else:
+                    revision = 0
+                state.published[key] = (revision, print_)
+                self._changed_published.add((index, *key))
+                self._removed_published.discard((index, *key))
+                records.append(_with(record, revision, True))
+            else:
+                if previous is not None and previous[1] == print_:
+                    continue
+                state.published[key] = (PROVISIONAL_REVISION, print_)
+                self._changed_published.add((index, *key))
+                self._removed_published.discard((index, *key))
+                records.append(_with(record, PROVISIONAL_REVISION, False))
+        return records
+
+    def _evict(self, state: _SpecState) -> None:
+        spec = state.spec
+        index = self.states.index(state)
+        expired = self.lateness.expired
+        for bucket in [b for b in state.index if expired(b + spec.size_ms, self.watermark)]:
+            for base, dims in state.index.pop(bucket):
+                agg = state.buckets.pop((base, dims, bucket))
+                self._removed_buckets.add((index, base, dims, bucket))
+                self._changed_buckets.discard((index, base, dims, bucket))
+                if isinstance(agg, Level):
+                    state.level_base[(base, dims)] += state.levels[(base, dims)].pop(bucket, 0)
+        gone = {s for s in state.known if expired(s + spec.size_ms, self.watermark)}
+        if gone:
+            state.known -= gone
+            state.finalized -= gone
+            state.dirty -= gone
+            for key in [k for k in state.published if k[2] in gone]:
+                del state.published[key]
+                self._removed_published.add((index, *key))
+                self._changed_published.discard((index, *key))
+
+    # -- changelog --------------------------------------------------------------------------------
+    def take_changes(self) -> MergerChanges:
+        """Everything that changed since the last call, for the runtime's changelog."""
+        changes = MergerChanges(
+            buckets=[
+                (i, base, dims, bucket, self.states[i].buckets[(base, dims, bucket)])
+                for i, base, dims, bucket in self._changed_buckets
+            ],
+            removed_buckets=list(self._removed_buckets),
+            published=[
+                (i, kpi, dims, start, self.states[i].published[(kpi, dims, start)])
+                for i, kpi, dims, start in self._changed_published
+            ],
+            removed_published=list(self._removed_published),
+            specs=[
+                SpecMeta(i, sorted(st.known), sorted(st.finalized), sorted(st.dirty),
+                         sorted((base, dims, value) for (base, dims), value in st.level_base.items()))
+                for i, st in enumerate(self.states)
+            ],
+            watermark=self.watermark,
+            dropped_late=self.dropped_late,
+        )
+        self._changed_buckets.clear()
+        self._removed_buckets.clear()
+        self._changed_published.clear()
+        self._removed_published.clear()
+        return changes
+
+    def restore(self, buckets: list, published: list, specs: list[SpecMeta], watermark: int,
+                dropped_late: int) -> None:
+        """Rebuild from the changelog (inverse of the union of all take_changes())."""
+        self.watermark = watermark
+        self.dropped_late = dropped_late
+        for i, base, dims, bucket, agg in buckets:
+            state = self.states[i]
+            state.buckets[(base, dims, bucket)] = agg
+            state.index[bucket].add((base, dims))
+            if isinstance(agg, Level):
+                state.levels[(base, dims)][bucket] = agg.delta
+        for i, kpi, dims, start, entry in published:
+            self.states[i].published[(kpi, dims, start)] = entry
+        for meta in specs:
+            state = self.states[meta.index]
+            state.known, state.finalized, state.dirty = set(meta.known), set(meta.finalized), set(meta.dirty)
+            state.level_base.update({(base, dims): value for base, dims, value in meta.level_base})
+
+
+class SpecMeta(NamedTuple):
+    index: int
+    known: list[int]
+    finalized: list[int]
+    dirty: list[int]
+    level_base: list[tuple[str, Dims, int]]
+
+
+class MergerChanges(NamedTuple):
+    buckets: list[tuple[int, str, Dims, int, object]]
+    removed_buckets: list[tuple[int, str, Dims, int]]
+    published: list[tuple[int, str, Dims, int, tuple[int, tuple]]]
+    removed_published: list[tuple[int, str, Dims, int]]
+    specs: list[SpecMeta]
+    watermark: int
+    dropped_late: int
+
+
+def _with(record: KpiRecord, revision: int, final: bool) -> KpiRecord:
+    return KpiRecord(
+        record.kpi, record.size, record.start_ms, record.end_ms, record.dims,
+        record.value, record.n, record.stats, revision, final,
+    )
