@@ -124,6 +124,39 @@ def replay(
         console.print(table)
 
 
+@app.command()
+def worker(
+    bootstrap: Annotated[str | None, typer.Option(help="Kafka bootstrap servers (CRM_KPI_BOOTSTRAP_SERVERS)")] = None,
+    metrics_port: Annotated[int | None, typer.Option(help="port of /metrics (CRM_KPI_METRICS_PORT)")] = None,
+    metrics_host: Annotated[str | None, typer.Option(help="bind address of /metrics (CRM_KPI_METRICS_HOST)")] = None,
+    app_id: Annotated[str | None, typer.Option(help="application id / consumer group prefix (CRM_KPI_APP_ID)")] = None,
+) -> None:
+    """Run a streaming worker until SIGTERM/SIGINT. Start more of them to scale out."""
+    from streams.runtime.worker import run_worker
+
+    settings = settings_or_exit(
+        bootstrap_servers=bootstrap, metrics_port=metrics_port, metrics_host=metrics_host, app_id=app_id
+    )
+    try:
+        run_worker(settings)
+    except (OSError, RuntimeError, ValueError) as exc:
+        raise fail(f"worker stopped: {exc}", code=1) from None
+
+
+@app.command()
+def demo(
+    timeout: Annotated[float, typer.Option(help="give up after this many seconds")] = 60.0,
+    partitions: Annotated[int, typer.Option(min=1, max=64, help="partitions per topic")] = 3,
+) -> None:
+    """Local Kafka + topics, every schema example in, codec validation and DLQ summary out."""
+    from streams.demo import run_demo
+
+    settings = settings_or_exit()
+    code = run_demo(topics=settings.topics, partitions=partitions, timeout_s=timeout)
+    if code:
+        raise typer.Exit(code)
+
+
 def main() -> None:
     app()
 

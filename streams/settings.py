@@ -90,6 +90,10 @@ class Settings(BaseSettings):
     allowed_lateness: str = Field("1d", description="late events up to this after close yield revisions")
     idle_timeout: str = Field("30s", description="an idle partition stops holding the watermark back after this")
 
+    # --- runtime ------------------------------------------------------------------
+    batch_max_events: int = Field(20_000, ge=1, le=1_000_000, description="events fetched per batch at most")
+    provisional_interval: str = Field("2s", description="how often open windows are published (final: false)")
+
     # --- KPI options -------------------------------------------------------------
     min_sample: int = Field(30, ge=1, description="NPS/CSAT/CES below this n are published as suppressed")
     dedupe_max_ids_per_customer: int = Field(
@@ -100,7 +104,7 @@ class Settings(BaseSettings):
     # --- logging -----------------------------------------------------------------
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="log level")
 
-    @field_validator("out_of_orderness", "grace", "allowed_lateness", "idle_timeout")
+    @field_validator("out_of_orderness", "grace", "allowed_lateness", "idle_timeout", "provisional_interval")
     @classmethod
     def _valid_duration(cls, value: str) -> str:
         parse_duration(value)
@@ -154,6 +158,10 @@ class Settings(BaseSettings):
     @property
     def idle_timeout_ms(self) -> int:
         return parse_duration(self.idle_timeout)
+
+    @property
+    def provisional_interval_ms(self) -> int:
+        return parse_duration(self.provisional_interval)
 
     def sasl_password_value(self) -> str | None:
         """The SASL password, from the setting or its file. Never log the result."""

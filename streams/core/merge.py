@@ -111,7 +111,10 @@ class Merger:
         records: list[KpiRecord] = []
         for state in self.states:
             size = state.spec.size_ms
-            closing = sorted(s for s in state.dirty if self.lateness.closed(s + size, self.watermark))
+            # closed windows not yet final (maybe published provisionally) and closed
+            # windows that changed since (revisions)
+            candidates = state.dirty | (state.known - state.finalized)
+            closing = sorted(s for s in candidates if self.lateness.closed(s + size, self.watermark))
             for start in closing:
                 records.extend(self._publish(state, start, final=True))
                 state.dirty.discard(start)

@@ -1,0 +1,186 @@
+"""Binary (msgpack) forms of what travels between the stages and into the changelogs:
+
+* partial batches and watermark markers on the internal partials topic;
+* stage-1 state: customer and ticket states, and the task's meta record;
+* stage-2 state: merger buckets, published revisions and per-spec metadata.
+
+Everything here is a pure function of its input; tests round-trip each form.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from streams.core.aggregates import decode_partial, encode_partial
+from streams.core.customers import CustomerState
+from streams.core.merge import SpecMeta
+from streams.core.partials import PartialKey
+from streams.core.records import Contribution, Dims
+from streams.core.sla import SlaClock, SlaPolicies
+from streams.core.tickets import SlaSlot, TicketState
+
+_enc = msgspec.msgpack.Encoder()
+_dec = msgspec.msgpack.Decoder()
+_customer_dec = msgspec.msgpack.Decoder(CustomerState)
+
+
+def _dims(raw: Any) -> Dims:
+    return tuple((str(name), str(value)) for name, value in raw)
+
+
+def _fingerprint(raw: Any) -> tuple:
+    value, n, stats = raw
+    return (value, n, tuple((key, val) for key, val in stats))
+
+
+# --- stage 1 -> stage 2 ----------------------------------------------------------------------
+
+
+class Marker(msgspec.Struct, frozen=True):
+    """A stage-1 task's progress: all its input up to ``watermark`` is in the partials
+    that precede this marker on every partials partition."""
+
+    task: int
+    watermark: int
+    idle: bool
+    tasks: int  # number of stage-1 tasks (input partitions) in total
+
+
+def encode_partials(task: int, aggs: dict[PartialKey, object]) -> bytes:
+    items = []
+    for (base, dims, pane), agg in aggs.items():
+        kind, wire = encode_partial(agg)
+        items.append((base, dims, pane, kind, wire))
+    return _enc.encode({"p": task, "a": items})
+
+
+def encode_marker(marker: Marker) -> bytes:
+    return _enc.encode({"m": [marker.task, marker.watermark, marker.idle, marker.tasks]})
+
+
+def decode_stage_message(raw: bytes) -> tuple[int, dict[PartialKey, object]] | Marker:
+    """A partials batch ``(task, aggs)`` or a :class:`Marker`. Raises ValueError if malformed."""
+    try:
+        message = _dec.decode(raw)
+        if "m" in message:
+            task, watermark, idle, tasks = message["m"]
+            return Marker(int(task), int(watermark), bool(idle), int(tasks))
+        aggs: dict[PartialKey, object] = {}
+        for base, dims, pane, kind, wire in message["a"]:
+            aggs[(base, _dims(dims), int(pane))] = decode_partial(kind, wire)
+        return int(message["p"]), aggs
+    except (msgspec.DecodeError, KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"malformed stage message: {exc}") from None
+
+
+# --- stage-1 state ------------------------------------------------------------------------------
+
+
+def encode_customer(state: CustomerState) -> bytes:
+    return _enc.encode(state)
+
+
+def decode_customer(raw: bytes) -> CustomerState:
+    state = _customer_dec.decode(raw)
+    # msgpack has no tuples: restore the tuple-typed fields
+    state.subscriptions = {k: tuple(v) for k, v in state.subscriptions.items()}
+    state.orders = {k: tuple(v) for k, v in state.orders.items()}
+    state.breaches = [tuple(x) for x in state.breaches]
+    state.reopens = [tuple(x) for x in state.reopens]
+    state.refunds = [tuple(x) for x in state.refunds]
+    state.contributions = tuple(
+        c if isinstance(c, Contribution) else Contribution(*c) for c in state.contributions
+    )
+    return state
+
+
+_SLOT_FIELDS = ("first_reply_sla", "resolution_sla")
+
+
+def encode_ticket(ticket: TicketState) -> bytes:
+    fields = msgspec.structs.asdict(ticket)
+    for name in _SLOT_FIELDS:
+        slot = fields[name]
+        if slot is not None:
+            fields[name] = {"clock": slot.clock.to_wire(), "state": slot.state, "token": slot.token}
+    return _enc.encode(fields)
+
+
+def decode_ticket(raw: bytes, policies: SlaPolicies) -> TicketState:
+    fields = _dec.decode(raw)
+    calendar = policies[fields["priority"]].calendar if fields.get("priority") in policies else None
+    for name in _SLOT_FIELDS:
+        slot = fields.get(name)
+        if slot is not None:
+            if calendar is None:
+                raise ValueError(f"ticket {fields.get('ticket_id')!r} has an SLA clock but no priority")
+            fields[name] = SlaSlot(SlaClock.from_wire(slot["clock"], calendar), slot["state"], slot["token"])
+    return TicketState(**fields)
+
+
+class TaskMeta(msgspec.Struct):
+    """Stage-1 task progress stored with its state, in the same transaction.
+
+    ``positions``: per input slot, the next offset to consume at checkpoint time;
+    ``resume``: per input slot, where to start reading after a restart (the lowest
+    offset still only buffered); ``applied_until_ms``: event time up to which every
+    accepted event was applied - input between ``resume`` and ``positions`` with a
+    later event time was buffered and must be offered again, the rest is skipped.
+    """
+
+    applied_until_ms: int
+    max_event_ms: int
+    positions: dict[int, int]
+    resume: dict[int, int]
+
+
+_meta_dec = msgspec.msgpack.Decoder(TaskMeta)
+
+
+def encode_meta(meta: TaskMeta) -> bytes:
+    return _enc.encode(meta)
+
+
+def decode_meta(raw: bytes) -> TaskMeta:
+    return _meta_dec.decode(raw)
+
+
+# --- stage-2 state ---------------------------------------------------------------------------------
+
+
+def encode_bucket(agg: object) -> bytes:
+    return _enc.encode(encode_partial(agg))
+
+
+def decode_bucket(raw: bytes) -> object:
+    kind, wire = _dec.decode(raw)
+    return decode_partial(kind, wire)
+
+
+def encode_published(entry: tuple[int, tuple]) -> bytes:
+    revision, (value, n, stats) = entry
+    return _enc.encode((revision, (value, n, list(stats))))
+
+
+def decode_published(raw: bytes) -> tuple[int, tuple]:
+    revision, fingerprint = _dec.decode(raw)
+    return int(revision), _fingerprint(fingerprint)
+
+
+def encode_spec_meta(meta: SpecMeta) -> bytes:
+    return _enc.encode(tuple(meta))
+
+
+def decode_spec_meta(raw: bytes) -> SpecMeta:
+    index, known, finalized, dirty, level_base = _dec.decode(raw)
+    return SpecMeta(index, known, finalized, dirty, [(b, _dims(d), v) for b, d, v in level_base])
+
+
+def encode_plain(value: Any) -> bytes:
+    return _enc.encode(value)
+
+
+def decode_plain(raw: bytes) -> Any:
+    return _dec.decode(raw)

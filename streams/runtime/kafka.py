@@ -1,0 +1,155 @@
+"""Kafka plumbing shared by the runtime: client options from settings (incl.
+SASL/SSL), topic creation, and reading a changelog partition to its end."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.helpers import create_ssl_context
+
+from streams.settings import Settings
+
+log = logging.getLogger("crm_kpi.kafka")
+
+MAX_MESSAGE_BYTES = 8 * 1024 * 1024  # changelog values and partial batches can be large
+
+
+def client_options(settings: Settings) -> dict[str, Any]:
+    """Connection options for every aiokafka client, from settings. Secrets are
+    passed to the client only, never logged."""
+    options: dict[str, Any] = {
+        "bootstrap_servers": settings.bootstrap_servers,
+        "security_protocol": settings.security_protocol,
+        "client_id": settings.app_id,
+    }
+    if settings.security_protocol in ("SSL", "SASL_SSL"):
+        options["ssl_context"] = create_ssl_context(
+            cafile=str(settings.ssl_cafile) if settings.ssl_cafile else None,
+            certfile=str(settings.ssl_certfile) if settings.ssl_certfile else None,
+            keyfile=str(settings.ssl_keyfile) if settings.ssl_keyfile else None,
+        )
+    if settings.security_protocol.startswith("SASL"):
+        options["sasl_mechanism"] = settings.sasl_mechanism
+        options["sasl_plain_username"] = settings.sasl_username
+        options["sasl_plain_password"] = settings.sasl_password_value()
+    return options
+
+
+def stage1_changelog(settings: Settings) -> str:
+    return f"{settings.app_id}.stage1-changelog"
+
+
+def stage2_changelog(settings: Settings) -> str:
+    return f"{settings.app_id}.stage2-changelog"
+
+
+async def topic_partitions(settings: Settings, topic: str) -> int | None:
+    admin = AIOKafkaAdminClient(**client_options(settings))
+    await admin.start()
+    try:
+        described = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    for item in described:
+        if item.get("error_code", 0) == 0 and item.get("partitions"):
+            return len(item["partitions"])
+    return None
+
+
+async def ensure_topics(settings: Settings) -> int:
+    """Create every topic the worker needs that does not exist yet; returns the number
+    of input partitions (= stage-1 tasks). Input topics must be co-partitioned."""
+    admin = AIOKafkaAdminClient(**client_options(settings))
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        topics = settings.topics
+        counts = {}
+        if existing.intersection(topics.inputs()):
+            described = await admin.describe_topics([t for t in topics.inputs() if t in existing])
+            counts = {d["topic"]: len(d["partitions"]) for d in described if d.get("partitions")}
+        partitions = max(counts.values(), default=settings.partitions)
+        if len(set(counts.values())) > 1:
+            raise RuntimeError(f"input topics are not co-partitioned: {counts}")
+        compact = {"cleanup.policy": "compact"}
+        wanted = {
+            topics.tickets: (partitions, {}),
+            topics.interactions: (partitions, {}),
+            topics.purchases: (partitions, {}),
+            topics.partials: (partitions, {"max.message.bytes": str(MAX_MESSAGE_BYTES)}),
+            topics.kpi: (partitions, compact),
+            topics.sla: (partitions, {}),
+            topics.signals: (partitions, {}),
+            topics.dlq: (partitions, {"max.message.bytes": str(MAX_MESSAGE_BYTES)}),
+            stage1_changelog(settings): (partitions, {**compact, "max.message.bytes": str(MAX_MESSAGE_BYTES)}),
+            stage2_changelog(settings): (partitions, {**compact, "max.message.bytes": str(MAX_MESSAGE_BYTES)}),
+        }
+        missing = [
+            NewTopic(name, count, settings.replication_factor, topic_configs=config)
+            for name, (count, config) in wanted.items()
+            if name not in existing
+        ]
+        if missing:
+            response = await admin.create_topics(missing)
+            for name, code, *_ in getattr(response, "topic_errors", []):
+                if code not in (0, 36):  # 36: already exists (another worker won the race)
+                    raise RuntimeError(f"could not create topic {name}: error {code}")
+            log.info("created topics: %s", ", ".join(t.name for t in missing))
+        return partitions
+    finally:
+        await admin.close()
+
+
+def transactional_producer(settings: Settings, transactional_id: str) -> AIOKafkaProducer:
+    return AIOKafkaProducer(
+        **client_options(settings),
+        transactional_id=transactional_id,
+        enable_idempotence=True,
+        linger_ms=5,
+        max_request_size=MAX_MESSAGE_BYTES,
+        compression_type="lz4" if _has_lz4() else None,
+    )
+
+
+def _has_lz4() -> bool:
+    try:
+        import lz4  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+async def read_partition(settings: Settings, topic: str, partition: int) -> AsyncIterator[tuple[bytes, bytes | None]]:
+    """Yield (key, value) of every committed record of one partition, from the start to
+    the end as of now (the changelog restore). Tombstones have value None."""
+    consumer = AIOKafkaConsumer(
+        **client_options(settings),
+        group_id=None,
+        enable_auto_commit=False,
+        isolation_level="read_committed",
+        auto_offset_reset="earliest",
+        max_partition_fetch_bytes=MAX_MESSAGE_BYTES,
+        fetch_max_bytes=4 * MAX_MESSAGE_BYTES,
+    )
+    tp = TopicPartition(topic, partition)
+    await consumer.start()
+    try:
+        consumer.assign([tp])
+        await consumer.seek_to_beginning(tp)
+        end = (await consumer.end_offsets([tp]))[tp]
+        while await consumer.position(tp) < end:
+            batch = await consumer.getmany(tp, timeout_ms=1000)
+            for message in batch.get(tp, ()):
+                yield message.key, message.value
+            if not batch:
+                # control records (transaction markers) at the end move the position
+                # without yielding records; the LSO may also still be moving
+                await asyncio.sleep(0.05)
+                end = (await consumer.end_offsets([tp]))[tp]
+    finally:
+        await consumer.stop()

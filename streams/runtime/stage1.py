@@ -1,0 +1,342 @@
+"""Stage 1: input topics -> decode -> core Processor -> partials, SLA events, churn
+signals, dead letters; state in a changelog, all in one Kafka transaction per batch.
+
+One *task* per input partition index (tickets[i], interactions[i], purchases[i] are
+co-partitioned and assigned together by the range assignor). Each task owns a
+transactional producer (``<app>-stage1-<i>``, so a zombie is fenced when the task
+moves) and commits, atomically per batch: its outputs, its changed states, and a meta
+record with its input positions. After a restart the task restores its state from the
+changelog and reads its input again from the lowest offset still only *buffered*
+(waiting for the watermark); input below the checkpoint position whose event time is at
+or before the checkpoint's ``applied_until`` was already applied and is skipped. So
+every input event is applied exactly once - without trusting consumer-group offsets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import defaultdict
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.coordinator.assignors.range import RangePartitionAssignor
+from aiokafka.structs import OffsetAndMetadata
+
+from streams.codec import Rejected, decode_event, dlq_record, encode_dlq
+from streams.codec.records import encode_signal, encode_sla
+from streams.codec.state import (
+    Marker,
+    TaskMeta,
+    decode_customer,
+    decode_meta,
+    decode_ticket,
+    encode_customer,
+    encode_marker,
+    encode_meta,
+    encode_partials,
+    encode_ticket,
+)
+from streams.core.pipeline import CoreConfig, Processor
+from streams.core.registry import BASE_BY_NAME, FAMILIES
+from streams.runtime.kafka import (
+    MAX_MESSAGE_BYTES,
+    client_options,
+    read_partition,
+    stage1_changelog,
+    transactional_producer,
+)
+from streams.runtime.stats import RuntimeStats
+from streams.settings import Settings
+
+log = logging.getLogger("crm_kpi.stage1")
+
+META_KEY = b"m"
+
+
+def family_partition(family: str, partitions: int) -> int:
+    """Stage-2 partition of a KPI family: the routing key of partials."""
+    return FAMILIES.index(family) % partitions
+
+
+def customer_key(customer_id: str) -> bytes:
+    return b"c|" + customer_id.encode()
+
+
+def ticket_key(customer_id: str, ticket_id: str) -> bytes:
+    return b"t|" + customer_id.encode() + b"\x00" + ticket_id.encode()
+
+
+class Stage1Task:
+    """The processor of one input partition index and its transactional producer."""
+
+    def __init__(self, index: int, stage: Stage1) -> None:
+        self.index = index
+        self.stage = stage
+        self.settings = stage.settings
+        self.processor = Processor(stage.config)
+        self.producer = transactional_producer(stage.settings, f"{stage.settings.app_id}-stage1-{index}")
+        self.positions: dict[int, int] = {}
+        self.skip_before: dict[int, int] = {}
+        self.skip_until_ms = self.processor.applied_until_ms
+        self.last_input = time.monotonic()
+        self.idle = False
+        self.reported_watermark: int | None = None
+        self.idle_reported = False
+        self.resume: dict[int, int] = {}
+        self.last_sweep = time.monotonic()
+
+    # -- life cycle ------------------------------------------------------------------------------
+    async def open(self) -> dict[int, int]:
+        """Fence older producers of this task, restore state; returns where to read from."""
+        await self.producer.start()  # InitProducerId: fences zombies, aborts their transaction
+        customers, tickets, meta = {}, {}, None
+        policies = self.stage.config.policies
+        async for key, value in read_partition(self.settings, stage1_changelog(self.settings), self.index):
+            if key == META_KEY:
+                meta = decode_meta(value) if value is not None else None
+            elif key.startswith(b"c|"):
+                if value is None:
+                    customers.pop(key, None)
+                else:
+                    customers[key] = decode_customer(value)
+            elif key.startswith(b"t|"):
+                if value is None:
+                    tickets.pop(key, None)
+                else:
+                    tickets[key] = decode_ticket(value, policies)
+        if meta is None:
+            log.info("stage1 task %d: no state, starting from the beginning", self.index)
+            return {}
+        self.processor.restore(list(customers.values()), list(tickets.values()),
+                               meta.applied_until_ms, meta.max_event_ms)
+        self.skip_before = dict(meta.positions)
+        self.skip_until_ms = meta.applied_until_ms
+        self.positions = dict(meta.resume)
+        self.reported_watermark = meta.applied_until_ms
+        log.info(
+            "stage1 task %d: restored %d customers, %d tickets; resuming at %s (checkpoint %s)",
+            self.index, len(customers), len(tickets), meta.resume, meta.positions,
+        )
+        return dict(meta.resume)
+
+    async def close(self) -> None:
+        try:
+            await self.producer.stop()
+        except Exception as exc:  # a fenced or broken producer must not block the rebalance
+            log.warning("stage1 task %d: producer stop: %s", self.index, exc)
+
+    # -- one batch ---------------------------------------------------------------------------------
+    async def step(self, batches: list[tuple[int, list[Any]]], now: float) -> None:
+        stats = self.stage.stats
+        processor = self.processor
+        dead_letters: list[tuple[bytes | None, bytes]] = []
+        consumed = 0
+        for slot, messages in batches:
+            topic = self.stage.inputs[slot]
+            position = self.positions.get(slot, 0)
+            for message in messages:
+                if message.offset < position:
+                    continue  # delivered twice (stale fetch across a rebalance)
+                position = message.offset + 1
+                raw = message.value if message.value is not None else b""
+                decoded = decode_event(raw)
+                if message.offset < self.skip_before.get(slot, -1) and (
+                    isinstance(decoded, Rejected) or decoded.occurred_at_ms <= self.skip_until_ms
+                ):
+                    continue  # reflected in the restored state already
+                consumed += 1
+                if isinstance(decoded, Rejected):
+                    stats.rejected[decoded.reason.value] += 1
+                    record = dlq_record(decoded, topic=topic, partition=self.index, offset=message.offset,
+                                        key=message.key, original=raw, rejected_at_ms=int(time.time() * 1000))
+                    dead_letters.append((message.key, encode_dlq(record)))
+                    continue
+                outcome = processor.offer(decoded, (slot, message.offset))
+                stats.processed[topic] += 1
+                if outcome == "duplicate":
+                    stats.duplicates += 1
+                elif outcome == "late":
+                    stats.late += 1
+                elif outcome == "dropped_late":
+                    stats.dropped_late += 1
+            self.positions[slot] = position
+        if consumed:
+            self.last_input = now
+            self.idle = False
+            stats.last_input[self.index] = time.time()
+            stats.observe_batch("stage1", consumed)
+        idle_for = now - self.last_input
+        if not consumed and idle_for * 1000 >= self.settings.idle_timeout_ms:
+            # nothing arrived for a while: no event is in flight, event time is the
+            # last event's time (later input is handled as late, with revisions)
+            if processor.max_event_ms > processor.applied_until_ms:
+                processor.advance(processor.max_event_ms)
+            self.idle = True
+        else:
+            processor.advance()
+        if now - self.last_sweep > 60:
+            processor.sweep()
+            self.last_sweep = now
+        out = processor.drain()
+        customers, tickets, forgotten = processor.take_dirty()
+        watermark = processor.applied_until_ms
+        marker_due = watermark != self.reported_watermark or self.idle != self.idle_reported
+        if not (out.aggs or out.sla or out.signals or dead_letters or customers or tickets or forgotten
+                or consumed or marker_due):
+            return
+        started = time.perf_counter()
+        await self._commit(out, dead_letters, customers, tickets, forgotten, watermark)
+        self.reported_watermark = watermark
+        self.idle_reported = self.idle
+        stats.sla_events_from(out.sla)
+        stats.signals_from(out.signals)
+        stats.counts_from(out.aggs)
+        stats.watermarks[("stage1", self.index)] = watermark
+        stats.observe_seconds("stage1", time.perf_counter() - started)
+
+    async def _commit(self, out, dead_letters, customers, tickets, forgotten, watermark: int) -> None:
+        topics = self.settings.topics
+        stage = self.stage
+        producer = self.producer
+        changelog = stage1_changelog(self.settings)
+        by_family: dict[str, dict] = defaultdict(dict)
+        for key, agg in out.aggs.items():
+            by_family[BASE_BY_NAME[key[0]].family][key] = agg
+        buffered = self.processor.resume_offsets()
+        meta = TaskMeta(
+            applied_until_ms=watermark,
+            max_event_ms=self.processor.max_event_ms,
+            positions=dict(self.positions),
+            resume={slot: min(buffered.get(slot, pos), pos) for slot, pos in self.positions.items()},
+        )
+        marker = encode_marker(Marker(self.index, watermark, self.idle, stage.tasks_total))
+        async with producer.transaction():
+            for family, aggs in by_family.items():
+                await producer.send(topics.partials, encode_partials(self.index, aggs), key=family.encode(),
+                                    partition=family_partition(family, stage.partials_partitions))
+            # markers after the partials on every stage-2 partition: ordering per partition
+            for partition in range(stage.partials_partitions):
+                await producer.send(topics.partials, marker, key=b"marker", partition=partition)
+            for record in out.sla:
+                await producer.send(topics.sla, encode_sla(record), key=record.ticket_id.encode())
+            for signal in out.signals:
+                await producer.send(topics.signals, encode_signal(signal), key=signal.customer_id.encode())
+            for key, value in dead_letters:
+                await producer.send(topics.dlq, value, key=key)
+            for state in customers:
+                await producer.send(changelog, encode_customer(state), key=customer_key(state.customer_id),
+                                    partition=self.index)
+            for ticket in tickets:
+                await producer.send(changelog, encode_ticket(ticket),
+                                    key=ticket_key(ticket.customer_id, ticket.ticket_id), partition=self.index)
+            for customer_id, ticket_id in forgotten:
+                await producer.send(changelog, None, key=ticket_key(customer_id, ticket_id), partition=self.index)
+            await producer.send(changelog, encode_meta(meta), key=META_KEY, partition=self.index)
+        self.resume = meta.resume
+
+
+class _Rebalance(ConsumerRebalanceListener):
+    def __init__(self, stage: Stage1) -> None:
+        self.stage = stage
+
+    async def on_partitions_revoked(self, revoked):
+        await self.stage.revoke({tp.partition for tp in revoked})
+
+    async def on_partitions_assigned(self, assigned):
+        await self.stage.assign({tp.partition for tp in assigned})
+
+
+class Stage1:
+    """The stage-1 consumer group member of this worker and its tasks."""
+
+    def __init__(self, settings: Settings, config: CoreConfig, stats: RuntimeStats, tasks_total: int) -> None:
+        self.settings = settings
+        self.config = config
+        self.stats = stats
+        self.tasks_total = tasks_total
+        self.partials_partitions = tasks_total
+        self.inputs = settings.topics.inputs()
+        self.slot_of = {topic: slot for slot, topic in enumerate(self.inputs)}
+        self.tasks: dict[int, Stage1Task] = {}
+        self.lock = asyncio.Lock()
+        self.consumer = AIOKafkaConsumer(
+            **client_options(settings),
+            group_id=f"{settings.app_id}-stage1",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            isolation_level="read_committed",
+            partition_assignment_strategy=(RangePartitionAssignor,),
+            max_partition_fetch_bytes=MAX_MESSAGE_BYTES,
+            fetch_max_bytes=4 * MAX_MESSAGE_BYTES,
+        )
+
+    async def start(self) -> None:
+        await self.consumer.start()
+        self.consumer.subscribe(self.inputs, listener=_Rebalance(self))
+
+    async def assign(self, partitions: set[int]) -> None:
+        async with self.lock:
+            for index in sorted(partitions - set(self.tasks)):
+                task = Stage1Task(index, self)
+                resume = await task.open()
+                self.tasks[index] = task
+                for slot, topic in enumerate(self.inputs):
+                    tp = TopicPartition(topic, index)
+                    if slot in resume:
+                        self.consumer.seek(tp, resume[slot])
+                    else:
+                        await self.consumer.seek_to_beginning(tp)
+                        task.positions[slot] = 0
+            self.stats.owned[("stage1", "tasks")] = len(self.tasks)
+            log.info("stage1 owns partitions %s", sorted(self.tasks))
+
+    async def revoke(self, partitions: set[int]) -> None:
+        async with self.lock:
+            for index in sorted(partitions & set(self.tasks)):
+                await self.tasks.pop(index).close()
+                self.stats.forget_partition(index)
+            self.stats.owned[("stage1", "tasks")] = len(self.tasks)
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        """Consume in batches until ``stopping`` is set, then finish the batch in hand."""
+        while not stopping.is_set():
+            data = await self.consumer.getmany(timeout_ms=200, max_records=self.settings.batch_max_events)
+            grouped: dict[int, list[tuple[int, list[Any]]]] = defaultdict(list)
+            for tp, messages in data.items():
+                grouped[tp.partition].append((self.slot_of[tp.topic], messages))
+            async with self.lock:
+                now = time.monotonic()
+                for index, task in list(self.tasks.items()):
+                    await task.step(grouped.get(index, []), now)
+                await self._commit_group_offsets()
+                self._record_lag()
+
+    async def _commit_group_offsets(self) -> None:
+        """Best-effort group offsets (the resume points) so that operators see progress
+        with ordinary Kafka tools; recovery itself uses the changelog, not these."""
+        offsets = {}
+        for index, task in self.tasks.items():
+            for slot, offset in task.resume.items():
+                offsets[TopicPartition(self.inputs[slot], index)] = OffsetAndMetadata(offset, "")
+        if offsets:
+            try:
+                await self.consumer.commit(offsets)
+            except Exception as exc:  # during a rebalance commits may fail; harmless
+                log.debug("group offset commit skipped: %s", exc)
+
+    def _record_lag(self) -> None:
+        for index, task in self.tasks.items():
+            for slot, topic in enumerate(self.inputs):
+                tp = TopicPartition(topic, index)
+                high = self.consumer.highwater(tp)
+                if high is not None:
+                    self.stats.lag[(topic, index)] = max(0, high - task.positions.get(slot, 0))
+
+    async def stop(self) -> None:
+        async with self.lock:
+            for task in self.tasks.values():
+                await task.close()
+            self.tasks.clear()
+        await self.consumer.stop()  # leaves the group

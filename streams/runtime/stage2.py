@@ -1,0 +1,275 @@
+"""Stage 2: partials topic -> core Merger -> KPI records on ``crm.kpi.v1``.
+
+One task per partials partition; each KPI family is routed to one partition, so a
+task sees every input of the KPIs it derives. The global watermark of a task is the
+minimum over the stage-1 tasks' markers (idle ones excluded). Per batch one
+transaction carries the KPI records, the merger's changed state and the task's input
+position, so a restart continues exactly where the last commit left off.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+
+from streams.codec.records import encode_kpi, kpi_key
+from streams.codec.state import (
+    Marker,
+    decode_bucket,
+    decode_plain,
+    decode_published,
+    decode_spec_meta,
+    decode_stage_message,
+    encode_bucket,
+    encode_plain,
+    encode_published,
+    encode_spec_meta,
+)
+from streams.core.merge import Merger
+from streams.core.pipeline import CoreConfig
+from streams.core.records import KpiRecord
+from streams.core.windows import MIN_TIME
+from streams.runtime.kafka import (
+    MAX_MESSAGE_BYTES,
+    client_options,
+    read_partition,
+    stage2_changelog,
+    transactional_producer,
+)
+from streams.runtime.stats import RuntimeStats
+from streams.settings import Settings
+
+log = logging.getLogger("crm_kpi.stage2")
+
+META_KEY = b"m"
+
+
+def global_watermark(marks: dict[int, tuple[int, bool]], tasks_total: int) -> int:
+    """Minimum watermark over the stage-1 tasks that are not idle; when every task is
+    idle, the maximum (nothing holds event time back). Until every task has reported,
+    nothing closes."""
+    if tasks_total <= 0 or len(marks) < tasks_total:
+        return MIN_TIME
+    active = [wm for wm, idle in marks.values() if not idle]
+    if active:
+        return min(active)
+    return max(wm for wm, _ in marks.values())
+
+
+def _bucket_key(index: int, base: str, dims, bucket: int) -> bytes:
+    return b"b|" + encode_plain((index, base, dims, bucket))
+
+
+def _published_key(index: int, kpi: str, dims, start: int) -> bytes:
+    return b"p|" + encode_plain((index, kpi, dims, start))
+
+
+def _parse_key(key: bytes) -> tuple[int, str, tuple, int]:
+    index, name, dims, start = decode_plain(key[2:])
+    return int(index), name, tuple((str(k), str(v)) for k, v in dims), int(start)
+
+
+class Stage2Task:
+    def __init__(self, index: int, stage: Stage2) -> None:
+        self.index = index
+        self.stage = stage
+        self.settings = stage.settings
+        config = stage.config
+        self.merger = Merger(config.specs, config.lateness, config.min_sample)
+        self.producer = transactional_producer(stage.settings, f"{stage.settings.app_id}-stage2-{index}")
+        self.marks: dict[int, tuple[int, bool]] = {}
+        self.tasks_total = 0
+        self.position = 0
+        self.last_provisional = 0.0
+        self.bucket_keys: dict[tuple, bytes] = {}
+
+    async def open(self) -> int | None:
+        await self.producer.start()
+        buckets, published, specs, meta = {}, {}, {}, None
+        async for key, value in read_partition(self.settings, stage2_changelog(self.settings), self.index):
+            kind = key[:2]
+            if key == META_KEY:
+                meta = decode_plain(value) if value is not None else None
+            elif kind == b"b|":
+                buckets[key] = value
+            elif kind == b"p|":
+                published[key] = value
+            elif kind == b"s|":
+                specs[key] = value
+        if meta is None:
+            return None
+        self.merger.restore(
+            [self._parse_bucket(k, v) for k, v in buckets.items() if v is not None],
+            [self._parse_published(k, v) for k, v in published.items() if v is not None],
+            [decode_spec_meta(v) for v in specs.values() if v is not None],
+            meta["watermark"], meta["dropped_late"],
+        )
+        self.marks = {int(task): (wm, idle) for task, (wm, idle) in meta["marks"].items()}
+        self.tasks_total = meta["tasks"]
+        self.position = meta["position"]
+        log.info("stage2 task %d: restored %d buckets, %d published records; resuming at %d",
+                 self.index, len(buckets), len(published), self.position)
+        return self.position
+
+    def _parse_bucket(self, key: bytes, value: bytes):
+        return (*_parse_key(key), decode_bucket(value))
+
+    def _parse_published(self, key: bytes, value: bytes):
+        return (*_parse_key(key), decode_published(value))
+
+    async def close(self) -> None:
+        try:
+            await self.producer.stop()
+        except Exception as exc:
+            log.warning("stage2 task %d: producer stop: %s", self.index, exc)
+
+    async def step(self, messages: list[Any], now: float, caught_up: bool) -> None:
+        stats = self.stage.stats
+        consumed = 0
+        for message in messages:
+            if message.offset < self.position:
+                continue
+            self.position = message.offset + 1
+            consumed += 1
+            try:
+                decoded = decode_stage_message(message.value)
+            except ValueError as exc:  # not ours; never stop the stream for it
+                log.warning("stage2 task %d: skipped offset %d: %s", self.index, message.offset, exc)
+                continue
+            if isinstance(decoded, Marker):
+                self.marks[decoded.task] = (decoded.watermark, decoded.idle)
+                self.tasks_total = decoded.tasks
+            else:
+                self.merger.add(decoded[1])
+        records: list[KpiRecord] = self.merger.advance(global_watermark(self.marks, self.tasks_total))
+        interval = self.settings.provisional_interval_ms / 1000
+        if caught_up and now - self.last_provisional >= interval:
+            records += self.merger.provisional()
+            self.last_provisional = now
+        if not consumed and not records:
+            return
+        started = time.perf_counter()
+        await self._commit(records)
+        if consumed:
+            stats.observe_batch("stage2", consumed)
+        for record in records:
+            stats.published["true" if record.final else "false"] += 1
+        stats.watermarks[("stage2", self.index)] = self.merger.watermark
+        stats.observe_seconds("stage2", time.perf_counter() - started)
+
+    async def _commit(self, records: list[KpiRecord]) -> None:
+        changes = self.merger.take_changes()
+        changelog = stage2_changelog(self.settings)
+        producer = self.producer
+        part = self.index
+        meta = {
+            "watermark": changes.watermark,
+            "dropped_late": changes.dropped_late,
+            "marks": {str(task): [wm, idle] for task, (wm, idle) in self.marks.items()},
+            "tasks": self.tasks_total,
+            "position": self.position,
+        }
+        async with producer.transaction():
+            for record in records:
+                await producer.send(self.settings.topics.kpi, encode_kpi(record), key=kpi_key(record))
+            for i, base, dims, bucket, agg in changes.buckets:
+                await producer.send(changelog, encode_bucket(agg), key=_bucket_key(i, base, dims, bucket), partition=part)
+            for i, base, dims, bucket in changes.removed_buckets:
+                await producer.send(changelog, None, key=_bucket_key(i, base, dims, bucket), partition=part)
+            for i, kpi, dims, start, entry in changes.published:
+                await producer.send(changelog, encode_published(entry), key=_published_key(i, kpi, dims, start),
+                                    partition=part)
+            for i, kpi, dims, start in changes.removed_published:
+                await producer.send(changelog, None, key=_published_key(i, kpi, dims, start), partition=part)
+            for spec_meta in changes.specs:
+                await producer.send(changelog, encode_spec_meta(spec_meta), key=f"s|{spec_meta.index}".encode(),
+                                    partition=part)
+            await producer.send(changelog, encode_plain(meta), key=META_KEY, partition=part)
+
+
+class _Rebalance(ConsumerRebalanceListener):
+    def __init__(self, stage: Stage2) -> None:
+        self.stage = stage
+
+    async def on_partitions_revoked(self, revoked):
+        await self.stage.revoke({tp.partition for tp in revoked})
+
+    async def on_partitions_assigned(self, assigned):
+        await self.stage.assign({tp.partition for tp in assigned})
+
+
+class Stage2:
+    def __init__(self, settings: Settings, config: CoreConfig, stats: RuntimeStats) -> None:
+        self.settings = settings
+        self.config = config
+        self.stats = stats
+        self.topic = settings.topics.partials
+        self.tasks: dict[int, Stage2Task] = {}
+        self.lock = asyncio.Lock()
+        self.consumer = AIOKafkaConsumer(
+            **client_options(settings),
+            group_id=f"{settings.app_id}-stage2",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            isolation_level="read_committed",
+            max_partition_fetch_bytes=MAX_MESSAGE_BYTES,
+            fetch_max_bytes=4 * MAX_MESSAGE_BYTES,
+        )
+
+    async def start(self) -> None:
+        await self.consumer.start()
+        self.consumer.subscribe([self.topic], listener=_Rebalance(self))
+
+    async def assign(self, partitions: set[int]) -> None:
+        async with self.lock:
+            for index in sorted(partitions - set(self.tasks)):
+                task = Stage2Task(index, self)
+                position = await task.open()
+                self.tasks[index] = task
+                tp = TopicPartition(self.topic, index)
+                if position is None:
+                    await self.consumer.seek_to_beginning(tp)
+                else:
+                    self.consumer.seek(tp, position)
+            self.stats.owned[("stage2", "tasks")] = len(self.tasks)
+            log.info("stage2 owns partitions %s", sorted(self.tasks))
+
+    async def revoke(self, partitions: set[int]) -> None:
+        async with self.lock:
+            for index in sorted(partitions & set(self.tasks)):
+                await self.tasks.pop(index).close()
+            self.stats.owned[("stage2", "tasks")] = len(self.tasks)
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        while not stopping.is_set():
+            data = await self.consumer.getmany(timeout_ms=200, max_records=2_000)
+            by_partition = {tp.partition: messages for tp, messages in data.items()}
+            async with self.lock:
+                now = time.monotonic()
+                for index, task in list(self.tasks.items()):
+                    tp = TopicPartition(self.topic, index)
+                    high = self.consumer.last_stable_offset(tp)
+                    messages = by_partition.get(index, [])
+                    # caught up: nothing new arrived, or only a transaction marker remains
+                    caught_up = not messages or (high is not None and messages[-1].offset + 2 >= high)
+                    await task.step(messages, now, caught_up)
+                    if high is not None:
+                        self.stats.lag[(self.topic, index)] = max(0, high - task.position)
+
+    def latest_records(self) -> list[KpiRecord]:
+        """Latest final record per KPI, window size and dims, of the owned tasks."""
+        records: list[KpiRecord] = []
+        for task in self.tasks.values():
+            records.extend(task.merger.latest_final().values())
+        return records
+
+    async def stop(self) -> None:
+        async with self.lock:
+            for task in self.tasks.values():
+                await task.close()
+            self.tasks.clear()
+        await self.consumer.stop()

@@ -1,0 +1,95 @@
+"""The streaming worker: stage 1 and stage 2 consumers, the metrics endpoint, graceful
+shutdown. See docs/architecture.md for why the hot path uses batch consumption."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+
+from prometheus_client import CollectorRegistry
+
+from streams.metrics.collector import WorkerCollector
+from streams.metrics.server import MetricsServer
+from streams.runtime.kafka import ensure_topics
+from streams.runtime.stage1 import Stage1
+from streams.runtime.stage2 import Stage2
+from streams.runtime.stats import RuntimeStats
+from streams.settings import Settings, core_config
+
+log = logging.getLogger("crm_kpi.worker")
+
+
+class Worker:
+    """One worker process: joins both consumer groups and serves /metrics."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.config = core_config(settings)
+        self.stats = RuntimeStats()
+        self.stopping = asyncio.Event()
+        self.stage1: Stage1 | None = None
+        self.stage2: Stage2 | None = None
+        self.server: MetricsServer | None = None
+
+    async def run(self) -> None:
+        settings = self.settings
+        tasks_total = await ensure_topics(settings)
+        self.stage1 = Stage1(settings, self.config, self.stats, tasks_total)
+        self.stage2 = Stage2(settings, self.config, self.stats)
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(WorkerCollector(self.stats, self.stage2.latest_records, settings.app_id))
+        self.server = MetricsServer(registry, settings.metrics_host, settings.metrics_port)
+        await self.server.start()
+        await self.stage1.start()
+        await self.stage2.start()
+        log.info("worker %s started: %d input partitions, bootstrap %s",
+                 settings.app_id, tasks_total, settings.bootstrap_servers)
+        loops = [
+            asyncio.create_task(self.stage1.run(self.stopping), name="stage1"),
+            asyncio.create_task(self.stage2.run(self.stopping), name="stage2"),
+        ]
+        try:
+            done, _ = await asyncio.wait(loops, return_when=asyncio.FIRST_EXCEPTION)
+            for task in done:
+                if task.exception() is not None:
+                    raise task.exception()
+        finally:
+            self.stopping.set()
+            for task in loops:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await asyncio.wait_for(task, timeout=30)
+            # every batch was committed in its own transaction; leaving the groups now
+            # hands the partitions over without waiting for a session timeout
+            await self.stage1.stop()
+            await self.stage2.stop()
+            await self.server.stop()
+            log.info("worker stopped")
+
+    def request_stop(self) -> None:
+        if not self.stopping.is_set():
+            log.info("stop requested: finishing the current batch")
+            self.stopping.set()
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+    logging.getLogger("aiokafka").setLevel(max(logging.WARNING, logging.getLevelName(level)))
+
+
+def run_worker(settings: Settings) -> None:
+    """Run a worker until SIGTERM/SIGINT (graceful: finish the batch, commit, leave the group)."""
+    configure_logging(settings.log_level)
+
+    async def main() -> None:
+        worker = Worker(settings)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, worker.request_stop)
+        await worker.run()
+
+    asyncio.run(main())
