@@ -100,9 +100,20 @@ async def ensure_topics(settings: Settings) -> int:
                 if code not in (0, 36):  # 36: already exists (another worker won the race)
                     raise RuntimeError(f"could not create topic {name}: error {code}")
             log.info("created topics: %s", ", ".join(t.name for t in missing))
+            await _await_leaders(admin, [t.name for t in missing])
         return partitions
     finally:
         await admin.close()
+
+
+async def _await_leaders(admin: AIOKafkaAdminClient, names: list[str], timeout_s: float = 30.0) -> None:
+    """New topics serve requests only once every partition has a leader."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while asyncio.get_running_loop().time() < deadline:
+        described = await admin.describe_topics(names)
+        if all(d.get("partitions") and all(p.get("leader", -1) >= 0 for p in d["partitions"]) for d in described):
+            return
+        await asyncio.sleep(0.2)
 
 
 def transactional_producer(settings: Settings, transactional_id: str) -> AIOKafkaProducer:

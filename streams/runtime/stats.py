@@ -65,6 +65,24 @@ class RuntimeStats:
     batch_sizes: dict[str, Histogram] = field(default_factory=dict)
     batch_seconds: dict[str, Histogram] = field(default_factory=dict)
 
+    def zero(self, input_topics: list[str]) -> RuntimeStats:
+        """Export every known counter series from start-up at 0, so that the first
+        increase after a restart is visible to ``rate()`` (alerts depend on it)."""
+        from streams.codec import Reason
+        from streams.core.events import PRIORITIES
+
+        for topic in input_topics:
+            self.processed[topic] += 0
+        for reason in Reason:
+            self.rejected[reason.value] += 0
+        for metric in ("first_reply", "resolution"):
+            for state in ("at_risk", "breached", "met"):
+                for priority in PRIORITIES:
+                    self.sla_events[(metric, state, priority)] += 0
+        for final in ("true", "false"):
+            self.published[final] += 0
+        return self
+
     def observe_batch(self, stage: str, size: int) -> None:
         self.batch_sizes.setdefault(stage, Histogram(BATCH_SIZE_BUCKETS)).observe(size)
 

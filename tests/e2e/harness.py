@@ -71,6 +71,8 @@ async def read_topic(bootstrap: str, topic: str, timeout_s: float = 30.0) -> lis
         if not partitions:
             await consumer._client.force_metadata_update()  # noqa: SLF001
             partitions = consumer.partitions_for_topic(topic) or set()
+        if not partitions:
+            return []  # the topic does not exist yet
         tps = [TopicPartition(topic, p) for p in sorted(partitions)]
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
