@@ -132,15 +132,14 @@ def worker(
     app_id: Annotated[str | None, typer.Option(help="application id / consumer group prefix (CRM_KPI_APP_ID)")] = None,
 ) -> None:
     """Run a streaming worker until SIGTERM/SIGINT. Start more of them to scale out."""
-    from streams.runtime.worker import run_worker
+    from streams.runtime.app import run_app
 
     settings = settings_or_exit(
         bootstrap_servers=bootstrap, metrics_port=metrics_port, metrics_host=metrics_host, app_id=app_id
     )
-    try:
-        run_worker(settings)
-    except (OSError, RuntimeError, ValueError) as exc:
-        raise fail(f"worker stopped: {exc}", code=1) from None
+    code = run_app(settings)
+    if code:
+        raise typer.Exit(code)
 
 
 @app.command()
@@ -155,6 +154,111 @@ def demo(
     code = run_demo(topics=settings.topics, partitions=partitions, timeout_s=timeout)
     if code:
         raise typer.Exit(code)
+
+
+@app.command()
+def simulate(
+    seed: Annotated[int, typer.Option(help="random seed; same seed and options -> byte-identical output")] = 1,
+    duration: Annotated[str, typer.Option(help="period in which new activity arrives, e.g. 6h, 1d, 7d")] = "1d",
+    customers: Annotated[int, typer.Option(min=1, help="customers in the opening book")] = 5000,
+    out: Annotated[Path | None, typer.Option(help="write JSON lines here (.gz compresses)")] = None,
+    bootstrap: Annotated[str | None, typer.Option(help="send to this Kafka instead (HOST:PORT)")] = None,
+    rate: Annotated[float | None, typer.Option(min=0.001, help="with --bootstrap: at most N events/s")] = None,
+    speedup: Annotated[float | None, typer.Option(
+        min=0.001, help="with --bootstrap: play event time N times faster than the wall clock")] = None,
+    duplicates: Annotated[float | None, typer.Option(help="share of events re-sent [default: 0.005]")] = None,
+    late: Annotated[float | None, typer.Option(help="share of events delivered 1-10 min late [default: 0.002]")] = None,
+    malformed: Annotated[float | None, typer.Option(help="share of extra malformed messages [default: 0.001]")] = None,
+    start: Annotated[str | None, typer.Option(help="RFC 3339 start [default: 2026-11-02T00:00:00Z, a Monday]")] = None,
+    tickets_per_customer: Annotated[float | None, typer.Option(
+        help="tickets per active customer per day [default: 0.08]")] = None,
+    agents: Annotated[int | None, typer.Option(min=1, help="support agents [default: sized for the load]")] = None,
+    tail: Annotated[str | None, typer.Option(help="follow-ups run on this long after the period [default: 1d]")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar or summary")] = False,
+) -> None:
+    """Generate realistic CRM events (customers, tickets, purchases) into a file or Kafka."""
+    import asyncio
+    import dataclasses
+    import logging
+    import time
+
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.table import Table
+
+    from streams.codec import format_ts
+    from streams.simulate import (
+        OPENING_BOOK_MS,
+        SimConfig,
+        SimMessage,
+        Tally,
+        generate,
+        observe,
+        produce,
+        summary_rows,
+        write_jsonl,
+    )
+
+    if (out is None) == (bootstrap is None):
+        raise fail("simulate needs exactly one target: --out FILE.jsonl[.gz] or --bootstrap HOST:PORT")
+    if bootstrap is None and (rate is not None or speedup is not None):
+        raise fail("--rate and --speedup only apply with --bootstrap")
+    knobs = {"start": start, "tickets_per_customer_per_day": tickets_per_customer, "agents": agents,
+             "tail": tail, "duplicates": duplicates, "late": late, "malformed": malformed}
+    try:
+        config = SimConfig(seed=seed, duration=duration, customers=customers,
+                           **{name: value for name, value in knobs.items() if value is not None})
+    except ValueError as exc:
+        raise fail(f"invalid simulation option: {exc}") from None
+
+    # aiokafka logs connection trouble on its own; the failure is reported below in one line
+    logging.getLogger("aiokafka").addHandler(logging.NullHandler())
+    console = Console(stderr=True, quiet=quiet)
+    tally = Tally()
+    first_ms = config.start_ms - (OPENING_BOOK_MS if config.opening_book else 0)
+    began = time.perf_counter()
+    with Progress(
+        TextColumn("[bold]simulate[/bold]"), BarColumn(), TextColumn("{task.fields[sent]:>10,} events"),
+        TextColumn("{task.fields[rate]:>8,.0f}/s"), TextColumn("event time {task.fields[clock]}"),
+        TimeElapsedColumn(), console=console, transient=True, disable=quiet,
+    ) as progress:
+        task = progress.add_task("simulate", total=config.horizon_ms - first_ms, sent=0, rate=0.0, clock="-")
+
+        def show(seen: Tally, message: SimMessage) -> None:
+            elapsed = max(time.perf_counter() - began, 1e-9)
+            progress.update(task, completed=max(0, message.delivered_at_ms - first_ms), sent=seen.messages,
+                            rate=seen.messages / elapsed, clock=format_ts(message.delivered_at_ms)[:19])
+
+        messages = observe(generate(config), tally, show, every=200 if bootstrap else 2000)
+        try:
+            if out is not None:
+                written = write_jsonl(messages, out)
+                target = f"{written:,} lines -> {out}"
+            else:
+                settings = settings_or_exit(bootstrap_servers=bootstrap)
+                topics = {"crm.tickets.v1": settings.topics.tickets,
+                          "crm.interactions.v1": settings.topics.interactions,
+                          "crm.purchases.v1": settings.topics.purchases}
+                renamed = (m if topics[m.topic] == m.topic else dataclasses.replace(m, topic=topics[m.topic])
+                           for m in messages)
+                sent = asyncio.run(produce(renamed, bootstrap, rate=rate, speedup=speedup))
+                target = f"{sent:,} messages -> Kafka {bootstrap}"
+        except OSError as exc:
+            raise fail(f"cannot write {out}: {exc}" if out else f"kafka {bootstrap}: {exc}", code=1) from None
+        except Exception as exc:  # aiokafka's errors (KafkaError) carry no common base with OSError
+            if type(exc).__module__.startswith("aiokafka"):
+                raise fail(f"kafka {bootstrap}: {exc}", code=1) from None
+            raise
+    seconds = time.perf_counter() - began
+
+    if not quiet:
+        table = Table(title=f"simulation (seed {config.seed}, {config.duration} from {config.start})",
+                      show_header=False)
+        for label, value in summary_rows(tally):
+            table.add_row(label, value)
+        table.add_row("written", target)
+        table.add_row("wall time", f"{seconds:.1f} s ({tally.messages / max(seconds, 1e-9):,.0f} messages/s)")
+        console.print(table)
 
 
 def main() -> None:
