@@ -4,6 +4,7 @@ load :class:`~streams.settings.Settings` and call into the package."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -68,6 +69,8 @@ def replay(
     settings = settings_or_exit(windows=windows)
     try:
         config = core_config(settings)
+        if health_out:
+            config = dataclasses.replace(config, record_health_changes=True)
     except (ValueError, OSError) as exc:
         raise fail(str(exc)) from None
 

@@ -249,8 +249,14 @@ def free_port(host: str = HOST) -> int:
 
 
 def new_cluster_id() -> str:
-    """A random Kafka cluster id (URL-safe base64 of a UUID, like ``kafka-storage random-uuid``)."""
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    """A random Kafka cluster id (URL-safe base64 of a UUID, like ``kafka-storage random-uuid``).
+
+    Ids starting with ``-`` are drawn again: the storage tool's argument parser would
+    read one as an option (Kafka's own ``random-uuid`` avoids them the same way)."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 def _port_open(address: str, timeout: float = 0.5) -> bool:

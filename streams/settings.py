@@ -206,3 +206,19 @@ def core_config(settings: Settings):
         policies=policies,
         dedupe_max_ids_per_customer=settings.dedupe_max_ids_per_customer,
     )
+
+
+def settings_table() -> str:
+    """The Markdown table of every setting, its variable and default (README's worker
+    section embeds it; a test keeps the two equal)."""
+    rows = ["| variable | default | meaning |", "|---|---|---|"]
+    for name, field in Settings.model_fields.items():
+        if name == "topics":
+            for topic, topic_field in Topics.model_fields.items():
+                rows.append(
+                    f"| `CRM_KPI_TOPICS__{topic.upper()}` | `{topic_field.default}` | topic name |"
+                )
+            continue
+        default = "—" if field.default is None else f"`{field.default}`"
+        rows.append(f"| `CRM_KPI_{name.upper()}` | {default} | {field.description} |")
+    return "\n".join(rows)

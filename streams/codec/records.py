@@ -10,13 +10,19 @@ from streams.codec.events import format_ts
 from streams.core.records import ChurnSignal, HealthChange, KpiRecord, SlaRecord, dims_key
 
 
+def window_ts(ms: int) -> str:
+    """Window bounds are whole seconds: ``2026-11-01T10:00:00Z`` (catalogue §5)."""
+    text = format_ts(ms)
+    return text.replace(".000Z", "Z") if ms % 1000 == 0 else text
+
+
 def kpi_to_dict(record: KpiRecord) -> dict:
     return {
         "kpi": record.kpi,
         "window": {
             "size": record.size,
-            "start": format_ts(record.start_ms),
-            "end": format_ts(record.end_ms),
+            "start": window_ts(record.start_ms),
+            "end": window_ts(record.end_ms),
         },
         "dims": dict(record.dims),
         "value": record.value,
@@ -34,7 +40,7 @@ def encode_kpi(record: KpiRecord) -> bytes:
 def kpi_key(record: KpiRecord) -> bytes:
     """``kpi|size|start|dims`` (catalogue §5)."""
     return (
-        f"{record.kpi}|{record.size}|{format_ts(record.start_ms)}|{dims_key(record.dims)}".encode()
+        f"{record.kpi}|{record.size}|{window_ts(record.start_ms)}|{dims_key(record.dims)}".encode()
     )
 
 

@@ -134,6 +134,7 @@ class TaskMeta(msgspec.Struct):
     max_event_ms: int
     positions: dict[int, int]
     resume: dict[int, int]
+    slot_max: dict[int, int] = {}
 
 
 _meta_dec = msgspec.msgpack.Decoder(TaskMeta)

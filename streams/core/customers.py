@@ -86,6 +86,12 @@ class CustomerState(msgspec.Struct):
         return bool(self.subscriptions)
 
 
+# events that change a health component directly (ticket changes arrive through
+# on_ticket_change); other events leave the score as it was
+HEALTH_INPUTS: Final = (
+    PurchaseCompleted, PurchaseRefunded, SubscriptionStarted, SubscriptionCancelled, SessionStarted, SurveyAnswered,
+)
+
 Signal = tuple[str, tuple[str, ...], str]  # (signal name, evidence event ids, detail)
 
 
@@ -105,8 +111,11 @@ def _recent(items: list, now_ms: int, lookback_ms: int, key=lambda item: item) -
 class CustomerEngine:
     """Applies customer-level events and computes health and churn signals. Pure."""
 
-    def __init__(self, config: HealthConfig | None = None) -> None:
+    def __init__(self, config: HealthConfig | None = None, *, record_changes: bool = False) -> None:
         self.config = config or HealthConfig()
+        self.record_changes = record_changes  # keep HealthChange records (replay --health-out)
+        self._weights = tuple(self.config.weights().items())
+        self._total_weight = math.fsum(w for _, w in self._weights)
 
     # -- events --------------------------------------------------------------------------------
     def apply(self, c: CustomerState, event: Event, out: Partials) -> InactivityTimer | None:
@@ -138,7 +147,8 @@ class CustomerEngine:
             c.sessions = _recent(c.sessions, ts, self.config.lookback_ms)
         elif isinstance(data, SurveyAnswered):
             signal = self._survey(c, event, data, out)
-        self.recompute(c, ts, event.event_id, out, signal)
+        if signal is not None or isinstance(data, HEALTH_INPUTS):
+            self.recompute(c, ts, event.event_id, out, signal)
         return self._arm_inactivity(c)
 
     def _arm_inactivity(self, c: CustomerState) -> InactivityTimer | None:
@@ -285,19 +295,19 @@ class CustomerEngine:
         self, c: CustomerState, now_ms: int, cause_id: str, out: Partials, signal: Signal | None = None
     ) -> None:
         """Recompute the health score; record the change and any pending churn signal."""
-        weights = self.config.weights()
-        total_weight = math.fsum(weights.values())
         scores = self.components(c, now_ms)
-        contributions = tuple(
-            Contribution(name, round(scores[name], 6), weights[name], round(weights[name] * scores[name] / total_weight, 6))
-            for name in weights
-        )
-        after = round(math.fsum(x.points for x in contributions), 6)
+        points = [round(weight * scores[name] / self._total_weight, 6) for name, weight in self._weights]
+        after = round(math.fsum(points), 6)
         before = c.health if c.health is not None else after
         if c.health is None or after != c.health:
-            out.health.append(HealthChange(c.customer_id, now_ms, cause_id, before, after, contributions))
+            c.contributions = tuple(
+                Contribution(name, round(scores[name], 6), weight, point)
+                for (name, weight), point in zip(self._weights, points, strict=True)
+            )
+            if self.record_changes:
+                out.health.append(HealthChange(c.customer_id, now_ms, cause_id, before, after, c.contributions))
             out.sample("customer_health_score", OVERALL, now_ms, after)
-        c.health, c.contributions = after, contributions
+            c.health = after
         if signal is not None:
             name, evidence, detail = signal
             out.signals.append(ChurnSignal(name, c.customer_id, now_ms, evidence, before, after, detail))

@@ -18,6 +18,7 @@ out-of-orderness bound — the property that makes streaming equal ``replay``.
 from __future__ import annotations
 
 import heapq
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from streams.core.customers import CustomerEngine, CustomerState, HealthConfig, InactivityTimer
@@ -41,6 +42,7 @@ class CoreConfig:
     health: HealthConfig = field(default_factory=HealthConfig)
     dedupe_max_ids_per_customer: int = 50_000
     ticket_retention_ms: int = 30 * 86_400_000  # finished tickets are forgotten after this idle time
+    record_health_changes: bool = False  # keep every HealthChange (replay --health-out); memory!
 
     @property
     def pane_ms(self) -> int:
@@ -77,8 +79,10 @@ class Processor:
         self.config = config or CoreConfig()
         self.lateness = self.config.lateness
         self.tickets_engine = TicketEngine(self.config.policies)
-        self.customers_engine = CustomerEngine(self.config.health)
+        self.customers_engine = CustomerEngine(self.config.health, record_changes=self.config.record_health_changes)
         self.max_event_ms = MIN_TIME
+        self.slot_max: dict[int, int] = {}  # max event time per input slot
+        self.lagging: frozenset[int] = frozenset()
         self.applied_until_ms = MIN_TIME  # every accepted event at or before this was applied
         self.buffer: list[tuple[int, str, int, Event, Source | None]] = []
         self.pending: set[str] = set()  # dedupe keys of buffered events
@@ -97,7 +101,18 @@ class Processor:
     # -- input ----------------------------------------------------------------------------------
     @property
     def watermark(self) -> int:
+        """Max event time minus the out-of-orderness bound - but while an input slot
+        (topic partition) still has a backlog, no later than that slot's own max event
+        time: Kafka may hand over one topic's backlog before another's, and the other
+        topic's older events must not become late because of it."""
+        if self.lagging:
+            held = min(self.slot_max.get(slot, MIN_TIME) for slot in self.lagging)
+            return self.lateness.watermark(min(held, self.max_event_ms))
         return self.lateness.watermark(self.max_event_ms)
+
+    def set_lagging(self, slots: Iterable[int]) -> None:
+        """Input slots that still have unconsumed records (set by the runtime per batch)."""
+        self.lagging = frozenset(slots)
 
     def offer(self, event: Event, source: Source | None = None) -> str:
         """Take one decoded event. Returns ``accepted``, ``late``, ``duplicate`` or
@@ -115,6 +130,9 @@ class Processor:
         self.counters.accepted += 1
         if ts > self.max_event_ms:
             self.max_event_ms = ts
+        slot = source[0] if source is not None else -1
+        if ts > self.slot_max.get(slot, MIN_TIME):
+            self.slot_max[slot] = ts
         if ts <= self.applied_until_ms:
             # behind what was already applied: apply now, out of order (late, within lateness)
             self.counters.late += 1
@@ -247,13 +265,14 @@ class Processor:
         return customers, tickets, forgotten
 
     def restore(self, customers: list[CustomerState], tickets: list[TicketState],
-                applied_until_ms: int, max_event_ms: int) -> None:
+                applied_until_ms: int, max_event_ms: int, slot_max: dict[int, int] | None = None) -> None:
         """Rebuild from changelogged state (after a restart or rebalance). Timers are
         derived from the states; buffered input is read again from Kafka."""
         self.customers = {c.customer_id: c for c in customers}
         self.tickets = {(t.customer_id, t.ticket_id): t for t in tickets}
         self.applied_until_ms = applied_until_ms
         self.max_event_ms = max_event_ms
+        self.slot_max = dict(slot_max or {})
         self.timers = []
         for ticket in self.tickets.values():
             for timer in self.tickets_engine.timers_of(ticket):

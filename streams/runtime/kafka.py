@@ -4,12 +4,14 @@ SASL/SSL), topic creation, and reading a changelog partition to its end."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import ProducerFenced
 from aiokafka.helpers import create_ssl_context
 
 from streams.settings import Settings
@@ -38,6 +40,13 @@ def client_options(settings: Settings) -> dict[str, Any]:
         options["sasl_plain_username"] = settings.sasl_username
         options["sasl_plain_password"] = settings.sasl_password_value()
     return options
+
+
+def group_options() -> dict[str, Any]:
+    """Consumer-group timing: batches are CPU work on the event loop, so allow for a
+    slow loop before declaring a member dead (a rebalance storm helps nobody)."""
+    return {"session_timeout_ms": 45_000, "heartbeat_interval_ms": 3_000, "rebalance_timeout_ms": 60_000,
+            "max_poll_interval_ms": 300_000}
 
 
 def stage1_changelog(settings: Settings) -> str:
@@ -77,10 +86,13 @@ async def ensure_topics(settings: Settings) -> int:
         if len(set(counts.values())) > 1:
             raise RuntimeError(f"input topics are not co-partitioned: {counts}")
         compact = {"cleanup.policy": "compact"}
+        # inputs accept messages above the codec's limit, so that an oversized message
+        # is dead-lettered as too_large instead of being refused to its producer
+        large = {"max.message.bytes": str(MAX_MESSAGE_BYTES)}
         wanted = {
-            topics.tickets: (partitions, {}),
-            topics.interactions: (partitions, {}),
-            topics.purchases: (partitions, {}),
+            topics.tickets: (partitions, large),
+            topics.interactions: (partitions, large),
+            topics.purchases: (partitions, large),
             topics.partials: (partitions, {"max.message.bytes": str(MAX_MESSAGE_BYTES)}),
             topics.kpi: (partitions, compact),
             topics.sla: (partitions, {}),
@@ -114,6 +126,34 @@ async def _await_leaders(admin: AIOKafkaAdminClient, names: list[str], timeout_s
         if all(d.get("partitions") and all(p.get("leader", -1) >= 0 for p in d["partitions"]) for d in described):
             return
         await asyncio.sleep(0.2)
+
+
+Outgoing = tuple[str, bytes | None, bytes | None, int | None]  # (topic, value, key, partition)
+
+
+class TaskFenced(Exception):
+    """Another worker took this task over (its producer fenced ours); drop the task."""
+
+
+async def send_atomically(producer: AIOKafkaProducer, records: list[Outgoing]) -> None:
+    """Send ``records`` in one Kafka transaction. Raises :class:`TaskFenced` when a newer
+    owner of the transactional id exists; any other failure aborts and re-raises."""
+    futures = []
+    try:
+        await producer.begin_transaction()
+        for count, (topic, value, key, partition) in enumerate(records, 1):
+            futures.append(await producer.send(topic, value, key=key, partition=partition))
+            if count % 2_000 == 0:
+                await asyncio.sleep(0)  # let heartbeats and scrapes run during big batches
+        await producer.commit_transaction()
+    except ProducerFenced as exc:
+        await asyncio.gather(*futures, return_exceptions=True)
+        raise TaskFenced(str(exc)) from exc
+    except BaseException:
+        await asyncio.gather(*futures, return_exceptions=True)
+        with contextlib.suppress(Exception):
+            await producer.abort_transaction()
+        raise
 
 
 def transactional_producer(settings: Settings, transactional_id: str) -> AIOKafkaProducer:

@@ -42,8 +42,12 @@ from streams.core.pipeline import CoreConfig, Processor
 from streams.core.registry import BASE_BY_NAME, FAMILIES
 from streams.runtime.kafka import (
     MAX_MESSAGE_BYTES,
+    Outgoing,
+    TaskFenced,
     client_options,
+    group_options,
     read_partition,
+    send_atomically,
     stage1_changelog,
     transactional_producer,
 )
@@ -110,7 +114,7 @@ class Stage1Task:
             log.info("stage1 task %d: no state, starting from the beginning", self.index)
             return {}
         self.processor.restore(list(customers.values()), list(tickets.values()),
-                               meta.applied_until_ms, meta.max_event_ms)
+                               meta.applied_until_ms, meta.max_event_ms, meta.slot_max)
         self.skip_before = dict(meta.positions)
         self.skip_until_ms = meta.applied_until_ms
         self.positions = dict(meta.resume)
@@ -128,7 +132,7 @@ class Stage1Task:
             log.warning("stage1 task %d: producer stop: %s", self.index, exc)
 
     # -- one batch ---------------------------------------------------------------------------------
-    async def step(self, batches: list[tuple[int, list[Any]]], now: float) -> None:
+    async def step(self, batches: list[tuple[int, list[Any]]], now: float, lagging: set[int]) -> None:
         stats = self.stage.stats
         processor = self.processor
         dead_letters: list[tuple[bytes | None, bytes]] = []
@@ -147,6 +151,8 @@ class Stage1Task:
                 ):
                     continue  # reflected in the restored state already
                 consumed += 1
+                if consumed % 2_000 == 0:
+                    await asyncio.sleep(0)  # keep heartbeats and scrapes alive in big batches
                 if isinstance(decoded, Rejected):
                     stats.rejected[decoded.reason.value] += 1
                     record = dlq_record(decoded, topic=topic, partition=self.index, offset=message.offset,
@@ -168,7 +174,10 @@ class Stage1Task:
             stats.last_input[self.index] = time.time()
             stats.observe_batch("stage1", consumed)
         idle_for = now - self.last_input
-        if not consumed and idle_for * 1000 >= self.settings.idle_timeout_ms:
+        # idle = caught up with the log end and nothing new for the idle timeout; a task
+        # that is merely slow (restoring, catching up) must keep holding event time back
+        processor.set_lagging(lagging)
+        if not consumed and not lagging and idle_for * 1000 >= self.settings.idle_timeout_ms:
             # nothing arrived for a while: no event is in flight, event time is the
             # last event's time (later input is handled as late, with revisions)
             if processor.max_event_ms > processor.applied_until_ms:
@@ -199,7 +208,6 @@ class Stage1Task:
     async def _commit(self, out, dead_letters, customers, tickets, forgotten, watermark: int) -> None:
         topics = self.settings.topics
         stage = self.stage
-        producer = self.producer
         changelog = stage1_changelog(self.settings)
         by_family: dict[str, dict] = defaultdict(dict)
         for key, agg in out.aggs.items():
@@ -208,32 +216,26 @@ class Stage1Task:
         meta = TaskMeta(
             applied_until_ms=watermark,
             max_event_ms=self.processor.max_event_ms,
+            slot_max=dict(self.processor.slot_max),
             positions=dict(self.positions),
             resume={slot: min(buffered.get(slot, pos), pos) for slot, pos in self.positions.items()},
         )
         marker = encode_marker(Marker(self.index, watermark, self.idle, stage.tasks_total))
-        async with producer.transaction():
-            for family, aggs in by_family.items():
-                await producer.send(topics.partials, encode_partials(self.index, aggs), key=family.encode(),
-                                    partition=family_partition(family, stage.partials_partitions))
-            # markers after the partials on every stage-2 partition: ordering per partition
-            for partition in range(stage.partials_partitions):
-                await producer.send(topics.partials, marker, key=b"marker", partition=partition)
-            for record in out.sla:
-                await producer.send(topics.sla, encode_sla(record), key=record.ticket_id.encode())
-            for signal in out.signals:
-                await producer.send(topics.signals, encode_signal(signal), key=signal.customer_id.encode())
-            for key, value in dead_letters:
-                await producer.send(topics.dlq, value, key=key)
-            for state in customers:
-                await producer.send(changelog, encode_customer(state), key=customer_key(state.customer_id),
-                                    partition=self.index)
-            for ticket in tickets:
-                await producer.send(changelog, encode_ticket(ticket),
-                                    key=ticket_key(ticket.customer_id, ticket.ticket_id), partition=self.index)
-            for customer_id, ticket_id in forgotten:
-                await producer.send(changelog, None, key=ticket_key(customer_id, ticket_id), partition=self.index)
-            await producer.send(changelog, encode_meta(meta), key=META_KEY, partition=self.index)
+        outgoing: list[Outgoing] = []
+        for family, aggs in by_family.items():
+            outgoing.append((topics.partials, encode_partials(self.index, aggs), family.encode(),
+                             family_partition(family, stage.partials_partitions)))
+        # markers after the partials on every stage-2 partition: ordering per partition
+        outgoing.extend((topics.partials, marker, b"marker", p) for p in range(stage.partials_partitions))
+        outgoing.extend((topics.sla, encode_sla(r), r.ticket_id.encode(), None) for r in out.sla)
+        outgoing.extend((topics.signals, encode_signal(s), s.customer_id.encode(), None) for s in out.signals)
+        outgoing.extend((topics.dlq, value, key, None) for key, value in dead_letters)
+        outgoing.extend((changelog, encode_customer(c), customer_key(c.customer_id), self.index) for c in customers)
+        outgoing.extend((changelog, encode_ticket(t), ticket_key(t.customer_id, t.ticket_id), self.index)
+                        for t in tickets)
+        outgoing.extend((changelog, None, ticket_key(c, t), self.index) for c, t in forgotten)
+        outgoing.append((changelog, encode_meta(meta), META_KEY, self.index))
+        await send_atomically(self.producer, outgoing)
         self.resume = meta.resume
 
 
@@ -268,6 +270,7 @@ class Stage1:
             auto_offset_reset="earliest",
             isolation_level="read_committed",
             partition_assignment_strategy=(RangePartitionAssignor,),
+            **group_options(),
             max_partition_fetch_bytes=MAX_MESSAGE_BYTES,
             fetch_max_bytes=4 * MAX_MESSAGE_BYTES,
         )
@@ -296,7 +299,7 @@ class Stage1:
         async with self.lock:
             for index in sorted(partitions & set(self.tasks)):
                 await self.tasks.pop(index).close()
-                self.stats.forget_partition(index)
+                self.stats.forget_partition("stage1", self.inputs, index)
             self.stats.owned[("stage1", "tasks")] = len(self.tasks)
 
     async def run(self, stopping: asyncio.Event) -> None:
@@ -309,7 +312,15 @@ class Stage1:
             async with self.lock:
                 now = time.monotonic()
                 for index, task in list(self.tasks.items()):
-                    await task.step(grouped.get(index, []), now)
+                    try:
+                        await task.step(grouped.get(index, []), now, self._lagging(index, task))
+                    except TaskFenced:
+                        # the group moved this task while our loop was busy; the new owner
+                        # restored it from the changelog, so ours is stale: let it go
+                        log.warning("stage1 task %d was taken over by another worker; dropping it", index)
+                        await self.tasks.pop(index).close()
+                        self.stats.forget_partition("stage1", self.inputs, index)
+                    await asyncio.sleep(0)
                 await self._commit_group_offsets()
                 self._record_lag()
 
@@ -325,6 +336,15 @@ class Stage1:
                 await self.consumer.commit(offsets)
             except Exception as exc:  # during a rebalance commits may fail; harmless
                 log.debug("group offset commit skipped: %s", exc)
+
+    def _lagging(self, index: int, task: Stage1Task) -> set[int]:
+        """Input slots of the task with records not consumed yet (or not fetched yet)."""
+        lagging = set()
+        for slot, topic in enumerate(self.inputs):
+            high = self.consumer.highwater(TopicPartition(topic, index))
+            if high is None or task.positions.get(slot, 0) < high:
+                lagging.add(slot)
+        return lagging
 
     def _record_lag(self) -> None:
         for index, task in self.tasks.items():

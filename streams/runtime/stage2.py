@@ -35,8 +35,12 @@ from streams.core.records import KpiRecord
 from streams.core.windows import MIN_TIME
 from streams.runtime.kafka import (
     MAX_MESSAGE_BYTES,
+    Outgoing,
+    TaskFenced,
     client_options,
+    group_options,
     read_partition,
+    send_atomically,
     stage2_changelog,
     transactional_producer,
 )
@@ -164,7 +168,6 @@ class Stage2Task:
     async def _commit(self, records: list[KpiRecord]) -> None:
         changes = self.merger.take_changes()
         changelog = stage2_changelog(self.settings)
-        producer = self.producer
         part = self.index
         meta = {
             "watermark": changes.watermark,
@@ -173,22 +176,20 @@ class Stage2Task:
             "tasks": self.tasks_total,
             "position": self.position,
         }
-        async with producer.transaction():
-            for record in records:
-                await producer.send(self.settings.topics.kpi, encode_kpi(record), key=kpi_key(record))
-            for i, base, dims, bucket, agg in changes.buckets:
-                await producer.send(changelog, encode_bucket(agg), key=_bucket_key(i, base, dims, bucket), partition=part)
-            for i, base, dims, bucket in changes.removed_buckets:
-                await producer.send(changelog, None, key=_bucket_key(i, base, dims, bucket), partition=part)
-            for i, kpi, dims, start, entry in changes.published:
-                await producer.send(changelog, encode_published(entry), key=_published_key(i, kpi, dims, start),
-                                    partition=part)
-            for i, kpi, dims, start in changes.removed_published:
-                await producer.send(changelog, None, key=_published_key(i, kpi, dims, start), partition=part)
-            for spec_meta in changes.specs:
-                await producer.send(changelog, encode_spec_meta(spec_meta), key=f"s|{spec_meta.index}".encode(),
-                                    partition=part)
-            await producer.send(changelog, encode_plain(meta), key=META_KEY, partition=part)
+        outgoing: list[Outgoing] = [
+            (self.settings.topics.kpi, encode_kpi(record), kpi_key(record), None) for record in records
+        ]
+        outgoing.extend((changelog, encode_bucket(agg), _bucket_key(i, base, dims, bucket), part)
+                        for i, base, dims, bucket, agg in changes.buckets)
+        outgoing.extend((changelog, None, _bucket_key(i, base, dims, bucket), part)
+                        for i, base, dims, bucket in changes.removed_buckets)
+        outgoing.extend((changelog, encode_published(entry), _published_key(i, kpi, dims, start), part)
+                        for i, kpi, dims, start, entry in changes.published)
+        outgoing.extend((changelog, None, _published_key(i, kpi, dims, start), part)
+                        for i, kpi, dims, start in changes.removed_published)
+        outgoing.extend((changelog, encode_spec_meta(m), f"s|{m.index}".encode(), part) for m in changes.specs)
+        outgoing.append((changelog, encode_plain(meta), META_KEY, part))
+        await send_atomically(self.producer, outgoing)
 
 
 class _Rebalance(ConsumerRebalanceListener):
@@ -218,6 +219,7 @@ class Stage2:
             isolation_level="read_committed",
             max_partition_fetch_bytes=MAX_MESSAGE_BYTES,
             fetch_max_bytes=4 * MAX_MESSAGE_BYTES,
+            **group_options(),
         )
 
     async def start(self) -> None:
@@ -242,6 +244,7 @@ class Stage2:
         async with self.lock:
             for index in sorted(partitions & set(self.tasks)):
                 await self.tasks.pop(index).close()
+                self.stats.forget_partition("stage2", [self.topic], index)
             self.stats.owned[("stage2", "tasks")] = len(self.tasks)
 
     async def run(self, stopping: asyncio.Event) -> None:
@@ -256,9 +259,18 @@ class Stage2:
                     messages = by_partition.get(index, [])
                     # caught up: nothing new arrived, or only a transaction marker remains
                     caught_up = not messages or (high is not None and messages[-1].offset + 2 >= high)
-                    await task.step(messages, now, caught_up)
+                    try:
+                        await task.step(messages, now, caught_up)
+                    except TaskFenced:
+                        log.warning("stage2 task %d was taken over by another worker; dropping it", index)
+                        await self.tasks.pop(index).close()
+                        self.stats.forget_partition("stage2", [self.topic], index)
+                        continue
+                    await asyncio.sleep(0)
                     if high is not None:
-                        self.stats.lag[(self.topic, index)] = max(0, high - task.position)
+                        # the consumer's position steps over transaction markers too
+                        position = await self.consumer.position(tp)
+                        self.stats.lag[(self.topic, index)] = max(0, high - position)
 
     def latest_records(self) -> list[KpiRecord]:
         """Latest final record per KPI, window size and dims, of the owned tasks."""

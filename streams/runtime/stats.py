@@ -109,10 +109,10 @@ class RuntimeStats:
                     if count:
                         self.survey_responses[(base, agg.low + offset)] += count
 
-    def forget_partition(self, partition: int) -> None:
+    def forget_partition(self, stage: str, topics: list[str], partition: int) -> None:
         """A revoked partition's series disappear."""
-        for key in [k for k in self.lag if k[1] == partition]:
-            del self.lag[key]
-        for key in [k for k in self.watermarks if k[1] == partition]:
-            del self.watermarks[key]
-        self.last_input.pop(partition, None)
+        for topic in topics:
+            self.lag.pop((topic, partition), None)
+        self.watermarks.pop((stage, partition), None)
+        if stage == "stage1":
+            self.last_input.pop(partition, None)
