@@ -1,0 +1,1 @@
+"""Grafana dashboards as code for crm-kpi-streams (``python -m grafana.generate``)."""
