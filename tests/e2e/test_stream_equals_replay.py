@@ -1,0 +1,203 @@
+"""End to end on the real broker and real Prometheus: a simulated day through two
+worker processes equals ``replay`` of the same messages - KPI records (highest
+revision per key), SLA events and churn signals - also when a worker is stopped with
+SIGTERM mid-stream and started again; Prometheus scraping both workers returns the
+replay values; no series carries an id.
+
+Size: ``CRM_KPI_E2E_EVENTS`` (default 200000) clean events before flaws.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import time
+import urllib.request
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from streams.codec.records import encode_signal, encode_sla
+from streams.core.pipeline import CoreConfig
+from streams.metrics.collector import kpi_families
+from streams.replay import run_replay
+from streams.simulate import SimConfig, generate
+from tests.e2e.harness import (
+    WorkerProcess,
+    diff_kpis,
+    encode_event,
+    heartbeat_events,
+    latest_kpis,
+    produce,
+    read_topic,
+    replay_kpis,
+)
+from tests.e2e.prom import Prometheus, free_port
+
+pytestmark = [pytest.mark.kafka, pytest.mark.slow]
+
+EVENTS = int(os.environ.get("CRM_KPI_E2E_EVENTS", "200000"))
+PARTITIONS = 6
+ALLOWED_LABELS = {
+    "__name__", "job", "instance", "window", "priority", "channel", "team", "product", "currency", "kind",
+    "quantile", "signal", "reason", "metric", "state", "survey", "score", "topic", "partition", "stage",
+    "final", "le", "version", "app_id",
+}
+
+
+class Workload:
+    """A simulated day as Kafka messages, plus what replay makes of it."""
+
+    def __init__(self) -> None:
+        customers = max(1_000, EVENTS * 3 // 10)
+        config = SimConfig(seed=11, customers=customers, duration="1d", late=0.0, tail="6h")
+        messages = list(generate(config))
+        end = max(m.event_time_ms for m in messages)
+        self.heartbeat_ms = end + 60_000
+        self.heartbeats = heartbeat_events(PARTITIONS, self.heartbeat_ms)
+        self.messages = [(m.topic, m.key, m.value, None) for m in messages] + [
+            ("crm.interactions.v1", e.customer_id.encode(), encode_event(e), p) for p, e in self.heartbeats
+        ]
+        self.flaws = Counter(m.flaw for m in messages)
+        lines = [("sim", i, value) for i, (_, _, value, _) in enumerate(self.messages)]
+        self.replay = run_replay(lines, CoreConfig())
+        self.kpis = replay_kpis(self.replay.records)
+        self.sla = sorted(encode_sla(r) for r in self.replay.sla)
+        self.signals = sorted(encode_signal(s) for s in self.replay.signals)
+
+
+@pytest.fixture(scope="module")
+def workload() -> Workload:
+    work = Workload()
+    assert work.replay.accepted >= EVENTS, f"simulated only {work.replay.accepted} events"
+    assert work.flaws["duplicate"] > 0 and work.flaws["malformed"] > 0
+    return work
+
+
+def topic_env(prefix: str) -> dict[str, str]:
+    names = ("tickets", "interactions", "purchases", "kpi", "sla", "signals", "dlq", "partials")
+    return {f"CRM_KPI_TOPICS__{n.upper()}": f"{prefix}.{n}" for n in names}
+
+
+def metrics_lag(ports: list[int]) -> int | None:
+    total = 0
+    for port in ports:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as response:
+                text = response.read().decode()
+        except OSError:
+            return None
+        total += sum(int(float(v)) for v in re.findall(r"^crm_consumer_lag\{[^}]*\} (\S+)$", text, re.M))
+    return total
+
+
+def wait_idle(bootstrap: str, topic: str, ports: list[int], timeout_s: float) -> list:
+    """Until the workers report no lag and the KPI topic stops growing."""
+    deadline = time.monotonic() + timeout_s
+    last, stable = -1, 0
+    records: list = []
+    while time.monotonic() < deadline:
+        time.sleep(2)
+        records = asyncio.run(read_topic(bootstrap, topic))
+        lag = metrics_lag(ports)
+        if len(records) == last and lag == 0 and records:
+            stable += 1
+            if stable >= 3:
+                return records
+        else:
+            stable = 0
+        last = len(records)
+    raise AssertionError(f"not idle after {timeout_s}s: {len(records)} KPI records, lag {metrics_lag(ports)}")
+
+
+def run_stream(kafka, workload: Workload, prefix: str, tmp_path: Path, *, restart_one: bool, prometheus: bool):
+    env = topic_env(prefix)
+    asyncio.run(produce_with_topics(kafka.bootstrap, workload, env))
+    ports = [free_port(), free_port()]
+    workers = [WorkerProcess(kafka.bootstrap, prefix, ports[i], tmp_path / f"worker{i}.log", **env) for i in range(2)]
+    prom = Prometheus([f"127.0.0.1:{p}" for p in ports]) if prometheus else None
+    try:
+        if restart_one:
+            # stop worker 0 gracefully once output is flowing, then start it again
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline and not asyncio.run(read_topic(kafka.bootstrap, env["CRM_KPI_TOPICS__KPI"])):
+                time.sleep(0.5)
+            assert workers[0].terminate() == 0, workers[0].tail()
+            time.sleep(3)
+            workers[0] = WorkerProcess(kafka.bootstrap, prefix, ports[0], tmp_path / "worker0-again.log", **env)
+        records = wait_idle(kafka.bootstrap, env["CRM_KPI_TOPICS__KPI"], ports, timeout_s=600)
+        sla = sorted(m.value for m in asyncio.run(read_topic(kafka.bootstrap, env["CRM_KPI_TOPICS__SLA"])))
+        signals = sorted(m.value for m in asyncio.run(read_topic(kafka.bootstrap, env["CRM_KPI_TOPICS__SIGNALS"])))
+        dlq = asyncio.run(read_topic(kafka.bootstrap, env["CRM_KPI_TOPICS__DLQ"]))
+        return latest_kpis(records), sla, signals, dlq, prom
+    except BaseException:
+        if prom:
+            prom.stop()
+        raise
+    finally:
+        for worker in workers:
+            worker.stop()
+
+
+async def produce_with_topics(bootstrap: str, workload: Workload, env: dict[str, str]) -> None:
+    rename = {f"crm.{n}.v1": env[f"CRM_KPI_TOPICS__{n.upper()}"] for n in ("tickets", "interactions", "purchases")}
+    from streams import localkafka
+
+    localkafka.create_topics(bootstrap, list(rename.values()), partitions=PARTITIONS)
+    await produce(bootstrap, ((rename[t], k, v, p) for t, k, v, p in workload.messages))
+
+
+def test_two_workers_equal_replay_and_prometheus_serves_it(kafka, workload, tmp_path):
+    stream, sla, signals, dlq, prom = run_stream(kafka, workload, "e2e-a", tmp_path, restart_one=False,
+                                                  prometheus=True)
+    try:
+        problems = diff_kpis(stream, workload.kpis)
+        assert not problems, "\n".join(problems)
+        assert sla == workload.sla
+        assert signals == workload.signals
+        assert len(dlq) == sum(workload.replay.rejected.values()) == workload.flaws["malformed"]
+        check_prometheus(prom, workload)
+    finally:
+        prom.stop()
+
+
+def test_sigterm_and_restart_mid_stream_still_equals_replay(kafka, workload, tmp_path):
+    stream, sla, signals, _, _ = run_stream(kafka, workload, "e2e-b", tmp_path, restart_one=True, prometheus=False)
+    problems = diff_kpis(stream, workload.kpis)
+    assert not problems, "\n".join(problems)
+    assert sla == workload.sla
+    assert signals == workload.signals
+
+
+def check_prometheus(prom: Prometheus, workload: Workload) -> None:
+    """Every KPI family's gauge (latest closed 1h window, each dimension set) equals replay."""
+    closed = [r for r in workload.replay.records
+              if r.size == "1h" and r.end_ms + CoreConfig().lateness.grace_ms <= workload.heartbeat_ms]
+    latest: dict = {}
+    for record in closed:
+        key = (record.kpi, record.dims)
+        if key not in latest or latest[key].start_ms < record.start_ms:
+            latest[key] = record
+    expected = []
+    for family in kpi_families(latest.values()):
+        for sample in family.samples:
+            expected.append((sample.name, sample.labels, sample.value))
+    assert {name for name, _, _ in expected} >= {"crm_first_response_time_seconds", "crm_nps_responses"}
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not prom.query("crm_tickets_created"):
+        time.sleep(1)
+    mismatches = []
+    for name, labels, value in expected:
+        selector = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+        result = prom.query(f"max({name}{{{selector}}})")
+        got = float(result[0]["value"][1]) if result else None
+        if got is None or abs(got - value) > 1e-9 * max(1.0, abs(value)):
+            mismatches.append(f"{name}{{{selector}}}: prometheus {got} vs replay {value}")
+    assert not mismatches, f"{len(mismatches)} of {len(expected)} differ:\n" + "\n".join(mismatches[:20])
+    # no id ever becomes a label
+    ids = re.compile(r"(cus|cust|tkt|ticket|agent|ord|order|sub|lead|evt)[-_]?\d", re.I)
+    for series in prom.series('{__name__=~"crm_.*"}'):
+        assert set(series) <= ALLOWED_LABELS, series
+        assert not any(ids.match(str(v)) for k, v in series.items() if k not in ("__name__", "instance")), series
