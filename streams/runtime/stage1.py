@@ -22,6 +22,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
+from aiokafka.errors import KafkaError
 from aiokafka.structs import OffsetAndMetadata
 
 from streams.codec import Rejected, decode_event, dlq_record, encode_dlq
@@ -135,6 +136,9 @@ class Stage1Task:
     async def step(self, batches: list[tuple[int, list[Any]]], now: float, lagging: set[int]) -> None:
         stats = self.stage.stats
         processor = self.processor
+        # before offering anything: which inputs still have a backlog decides how far the
+        # watermark may go, and so which events count as late (see Processor.watermark)
+        processor.set_lagging(lagging)
         dead_letters: list[tuple[bytes | None, bytes]] = []
         consumed = 0
         for slot, messages in batches:
@@ -176,7 +180,6 @@ class Stage1Task:
         idle_for = now - self.last_input
         # idle = caught up with the log end and nothing new for the idle timeout; a task
         # that is merely slow (restoring, catching up) must keep holding event time back
-        processor.set_lagging(lagging)
         if not consumed and not lagging and idle_for * 1000 >= self.settings.idle_timeout_ms:
             # nothing arrived for a while: no event is in flight, event time is the
             # last event's time (later input is handled as late, with revisions)
@@ -282,18 +285,48 @@ class Stage1:
     async def assign(self, partitions: set[int]) -> None:
         async with self.lock:
             for index in sorted(partitions - set(self.tasks)):
-                task = Stage1Task(index, self)
-                resume = await task.open()
-                self.tasks[index] = task
-                for slot, topic in enumerate(self.inputs):
-                    tp = TopicPartition(topic, index)
-                    if slot in resume:
-                        self.consumer.seek(tp, resume[slot])
-                    else:
-                        await self.consumer.seek_to_beginning(tp)
-                        task.positions[slot] = 0
+                await self._open_task(index)
             self.stats.owned[("stage1", "tasks")] = len(self.tasks)
             log.info("stage1 owns partitions %s", sorted(self.tasks))
+
+    async def _open_task(self, index: int) -> None:
+        """Restore a task from its changelog and point the consumer at its resume offsets."""
+        task = Stage1Task(index, self)
+        try:
+            resume = await task.open()
+        except BaseException:
+            await task.close()
+            raise
+        self.tasks[index] = task
+        for slot, topic in enumerate(self.inputs):
+            tp = TopicPartition(topic, index)
+            if slot in resume:
+                self.consumer.seek(tp, resume[slot])
+            else:
+                await self.consumer.seek_to_beginning(tp)
+                task.positions[slot] = 0
+
+    async def _recover(self, index: int, error: BaseException) -> None:
+        """A batch could not be committed (broker gone, timeout...): its effects exist
+        only in memory, so throw the task away and restore it from the changelog, retrying
+        with backoff until the broker answers again."""
+        log.warning("stage1 task %d: batch failed (%s: %s); restoring it from the changelog",
+                    index, type(error).__name__, error)
+        self.stats.recoveries["stage1"] += 1
+        task = self.tasks.pop(index, None)
+        if task is not None:
+            await task.close()
+        delay = 0.5
+        while True:
+            try:
+                await self._open_task(index)
+                return
+            except TaskFenced:
+                return  # someone else owns it now
+            except Exception as exc:  # noqa: BLE001 - any failure: wait and try again
+                log.warning("stage1 task %d: restore failed (%s); retrying in %.1fs", index, exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
 
     async def revoke(self, partitions: set[int]) -> None:
         async with self.lock:
@@ -320,6 +353,8 @@ class Stage1:
                         log.warning("stage1 task %d was taken over by another worker; dropping it", index)
                         await self.tasks.pop(index).close()
                         self.stats.forget_partition("stage1", self.inputs, index)
+                    except (TimeoutError, KafkaError, OSError) as exc:
+                        await self._recover(index, exc)
                     await asyncio.sleep(0)
                 await self._commit_group_offsets()
                 self._record_lag()

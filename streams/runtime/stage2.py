@@ -15,6 +15,7 @@ import time
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import KafkaError
 
 from streams.codec.records import encode_kpi, kpi_key
 from streams.codec.state import (
@@ -229,16 +230,43 @@ class Stage2:
     async def assign(self, partitions: set[int]) -> None:
         async with self.lock:
             for index in sorted(partitions - set(self.tasks)):
-                task = Stage2Task(index, self)
-                position = await task.open()
-                self.tasks[index] = task
-                tp = TopicPartition(self.topic, index)
-                if position is None:
-                    await self.consumer.seek_to_beginning(tp)
-                else:
-                    self.consumer.seek(tp, position)
+                await self._open_task(index)
             self.stats.owned[("stage2", "tasks")] = len(self.tasks)
             log.info("stage2 owns partitions %s", sorted(self.tasks))
+
+    async def _open_task(self, index: int) -> None:
+        task = Stage2Task(index, self)
+        try:
+            position = await task.open()
+        except BaseException:
+            await task.close()
+            raise
+        self.tasks[index] = task
+        tp = TopicPartition(self.topic, index)
+        if position is None:
+            await self.consumer.seek_to_beginning(tp)
+        else:
+            self.consumer.seek(tp, position)
+
+    async def _recover(self, index: int, error: BaseException) -> None:
+        """Restore a task whose batch could not be committed (see Stage1._recover)."""
+        log.warning("stage2 task %d: batch failed (%s: %s); restoring it from the changelog",
+                    index, type(error).__name__, error)
+        self.stats.recoveries["stage2"] += 1
+        task = self.tasks.pop(index, None)
+        if task is not None:
+            await task.close()
+        delay = 0.5
+        while True:
+            try:
+                await self._open_task(index)
+                return
+            except TaskFenced:
+                return
+            except Exception as exc:  # noqa: BLE001 - any failure: wait and try again
+                log.warning("stage2 task %d: restore failed (%s); retrying in %.1fs", index, exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
 
     async def revoke(self, partitions: set[int]) -> None:
         async with self.lock:
@@ -265,6 +293,9 @@ class Stage2:
                         log.warning("stage2 task %d was taken over by another worker; dropping it", index)
                         await self.tasks.pop(index).close()
                         self.stats.forget_partition("stage2", [self.topic], index)
+                        continue
+                    except (TimeoutError, KafkaError, OSError) as exc:
+                        await self._recover(index, exc)
                         continue
                     await asyncio.sleep(0)
                     if high is not None:

@@ -62,6 +62,7 @@ class RuntimeStats:
     watermarks: dict[tuple[str, int], int] = field(default_factory=dict)  # (stage, partition) -> ms
     last_input: dict[int, float] = field(default_factory=dict)  # partition -> unix seconds
     owned: dict[tuple[str, str], int] = field(default_factory=dict)
+    recoveries: Counter = field(default_factory=Counter)  # stage -> tasks restored after a failed batch
     batch_sizes: dict[str, Histogram] = field(default_factory=dict)
     batch_seconds: dict[str, Histogram] = field(default_factory=dict)
 
@@ -81,6 +82,8 @@ class RuntimeStats:
                     self.sla_events[(metric, state, priority)] += 0
         for final in ("true", "false"):
             self.published[final] += 0
+        for stage in ("stage1", "stage2"):
+            self.recoveries[stage] += 0
         return self
 
     def observe_batch(self, stage: str, size: int) -> None:
