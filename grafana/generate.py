@@ -643,6 +643,18 @@ def revenue_and_churn() -> DashboardSpec:
             max=1,
         ),
     ))
+    funnel = RowSpec("Sales funnel", (
+        kpi_panel("leads_created", "channel", width=8),
+        kpi_panel("leads_created", "campaign", width=8),
+        kpi_panel("leads_converted", "channel", width=8),
+        kpi_panel("leads_lost", "channel", width=8),
+        kpi_panel("lead_conversion_rate", "channel", width=8),
+        kpi_panel("lead_conversion_rate", "campaign", width=8),
+        quantile_panel("lead_response_time_seconds", width=12, with_mean=True),
+        quantile_panel("sales_cycle_seconds", width=12, with_mean=True),
+        kpi_panel("cost_per_lead_minor", "currency", width=12, title="Cost per lead by currency"),
+        kpi_panel("revenue_per_lead_minor", "currency", width=12, title="Revenue per lead by currency"),
+    ))
     health = RowSpec("Customer health and churn signals", (
         quantile_panel("customer_health_score", width=12, with_mean=True,
                        title="Customer health score distribution (p50/p90/p99, mean)"),
@@ -663,10 +675,13 @@ def revenue_and_churn() -> DashboardSpec:
         uid="crm-revenue-churn",
         filename="revenue-churn.json",
         title="CRM / Revenue and churn",
-        description="Revenue, orders, AOV, upsell, acquisition cost, subscribers, MRR, churn and retention, CLV, customer health and churn signals.",
-        variables=("datasource", "window", "product"),
-        rows=(now, revenue, subscriptions, health),
-        variable_queries={"product": f"label_values(crm_revenue_minor{{{JOB}}}, product)"},
+        description="Revenue, orders, AOV, upsell, acquisition cost, subscribers, MRR, churn and retention, CLV, "
+                    "sales funnel (leads, conversion, response time, sales cycle, cost and revenue per lead), "
+                    "customer health and churn signals.",
+        variables=("datasource", "window", "product", "channel"),
+        rows=(now, revenue, subscriptions, funnel, health),
+        variable_queries={"product": f"label_values(crm_revenue_minor{{{JOB}}}, product)",
+                          "channel": f"label_values(crm_leads_created{{{JOB}}}, channel)"},
     )
 
 

@@ -2,7 +2,13 @@
 
 Each customer gets a few tickets with a lifecycle (created, replies, status changes,
 escalations), surveys, sessions, purchases/refunds and subscriptions, spread over a
-time span. Events are returned sorted by (time, id); tests shuffle them as needed.
+time span. With ``leads`` (the default) a sales funnel is added: prospects (and a few
+existing customers) with leads that are contacted, converted or lost, a few events of
+unknown leads and repeated steps, and campaign spend. The funnel draws from its own
+random stream and its events are numbered after the others, so for a given seed the
+non-funnel events are exactly those of ``leads=False`` (the generator's output before
+the funnel existed). Events are returned sorted by (time, id); tests shuffle them as
+needed.
 """
 
 from __future__ import annotations
@@ -14,7 +20,9 @@ from streams.core.events import Event, make_event
 MIN = 60_000
 
 
-def generate(seed: int, customers: int = 12, start_ms: int = 1_793_000_000_000, span_ms: int = 6 * 3_600_000) -> list[Event]:
+def generate(seed: int, customers: int = 12, start_ms: int = 1_793_000_000_000, span_ms: int = 6 * 3_600_000,
+             leads: bool = True) -> list[Event]:
+    """A plausible event set for ``seed`` (see the module docstring)."""
     rng = random.Random(seed)
     events: list[Event] = []
     counter = 0
@@ -70,8 +78,53 @@ def generate(seed: int, customers: int = 12, start_ms: int = 1_793_000_000_000, 
     if rng.random() < 0.5:
         add("marketing.spend", start_ms + rng.randrange(span_ms), "campaign-1", amount_minor=10_000,
             currency="EUR", channel="search")
+    if leads:
+        _funnel(random.Random(seed * 7_919 + 1), add, customers, start_ms, span_ms)
     events.sort(key=lambda e: (e.occurred_at_ms, e.event_id))
     return events
+
+
+def _funnel(rng: random.Random, add, customers: int, start_ms: int, span_ms: int) -> None:
+    """Lead events (§3.7): created -> contacted (0-2 times) -> converted, lost or still open."""
+    for p in range(max(1, customers // 2)):
+        # most leads are new prospects; some come from existing customers (expansion deals)
+        cid = f"cust-{rng.randrange(customers)}" if rng.random() < 0.25 else f"prospect-{p}"
+        lead = f"{cid}-lead{p}"
+        ts = start_ms + rng.randrange(span_ms)
+        data: dict[str, object] = {"lead_id": lead, "channel": rng.choice(["search", "social", "referral"])}
+        campaign = rng.choice([None, "cmp-a", "cmp-b"])
+        if campaign:
+            data["campaign"] = campaign
+        add("lead.created", ts, cid, **data)
+        if rng.random() < 0.05:
+            add("lead.created", ts + rng.randint(1, 30) * MIN, cid, **data)  # repeated: not a new lead
+        contacted = ts
+        for _ in range(rng.choice([0, 1, 1, 2])):
+            contacted += rng.randint(1, 180) * MIN
+            add("lead.contacted", contacted, cid, lead_id=lead, agent_id=f"rep-{rng.randint(1, 3)}")
+        roll = rng.random()
+        outcome_ms = contacted + rng.randint(1, 600) * MIN
+        if roll < 0.35:
+            add("lead.converted", outcome_ms, cid, lead_id=lead, order_id=f"{cid}-won{p}")
+            if rng.random() < 0.5:
+                add("purchase.completed", outcome_ms + MIN, cid, order_id=f"{cid}-won{p}",
+                    amount_minor=rng.randint(1_000, 50_000), currency=rng.choice(["EUR", "USD"]),
+                    product="P1", kind="new")
+            if rng.random() < 0.1:
+                add("lead.lost", outcome_ms + rng.randint(1, 60) * MIN, cid, lead_id=lead)  # ignored
+        elif roll < 0.65:
+            add("lead.lost", outcome_ms, cid, lead_id=lead, reason=rng.choice(["no_budget", "not_a_fit"]))
+            if rng.random() < 0.15:
+                add("lead.converted", outcome_ms + rng.randint(1, 600) * MIN, cid, lead_id=lead)  # won back
+    if rng.random() < 0.3:
+        # events of a lead whose lead.created was never seen: overall figures only
+        ts = start_ms + rng.randrange(span_ms)
+        add("lead.contacted", ts, "prospect-x", lead_id="unknown-lead")
+        add("lead.converted", ts + rng.randint(1, 120) * MIN, "prospect-x", lead_id="unknown-lead")
+    for campaign in ("cmp-a", "cmp-b"):
+        if rng.random() < 0.6:
+            add("marketing.spend", start_ms + rng.randrange(span_ms), campaign, amount_minor=rng.randint(1_000, 20_000),
+                currency=rng.choice(["EUR", "USD"]), channel="search")
 
 
 def shuffle_within(events: list[Event], bound_ms: int, rng: random.Random) -> list[Event]:

@@ -1,5 +1,6 @@
 """Per-customer state: commercial and subscription KPIs (§3.5), satisfaction (§3.4),
-engagement (§3.6), the customer health score and churn signals (§3.6).
+engagement (§3.6), the customer health score and churn signals (§3.6), and the sales
+funnel (§3.7: the leads of a prospect, whose ``customer_id`` it keeps when it converts).
 
 A customer's events arrive in event-time order (the processor buffers them), so
 every rule here reads like the business rule it implements.
@@ -16,6 +17,10 @@ import msgspec
 from streams.core.events import (
     Event,
     InteractionLogged,
+    LeadContacted,
+    LeadConverted,
+    LeadCreated,
+    LeadLost,
     MarketingSpend,
     PurchaseCompleted,
     PurchaseRefunded,
@@ -31,6 +36,11 @@ DAY_MS: Final = 86_400_000
 OVERALL: Final[tuple[Dims, ...]] = ((),)
 MAX_REMEMBERED_ORDERS: Final = 256  # refunds of older orders lose their product/kind dims
 MAX_RECENT: Final = 64  # bound on each per-customer recent-event list
+# Bound on the leads remembered per customer (a prospect normally has one). Beyond it the
+# oldest lead is forgotten: its later events count like those of an unknown lead
+# (overall only, no response-time or sales-cycle sample) and a repeated conversion or
+# loss of it would count again.
+MAX_REMEMBERED_LEADS: Final = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +72,32 @@ class HealthConfig:
         }
 
 
+class LeadState(msgspec.Struct, array_like=True):
+    """What the funnel KPIs remember about one lead of a customer (§3.7).
+
+    ``created_ms`` is ``None`` for a lead seen only through contact, conversion or loss
+    events (its lead.created is unknown): such a lead counts overall only.
+    """
+
+    created_ms: int | None = None
+    channel: str | None = None
+    campaign: str | None = None
+    contacted: bool = False
+    converted: bool = False
+    lost: bool = False
+
+    def dims(self) -> tuple[Dims, ...]:
+        """Dimension sets of the lead's measurements: overall, channel, campaign."""
+        if self.created_ms is None:
+            return OVERALL
+        sets: list[Dims] = [()]
+        if self.channel:
+            sets.append((("channel", self.channel),))
+        if self.campaign:
+            sets.append((("campaign", self.campaign),))
+        return tuple(sets)
+
+
 class CustomerState(msgspec.Struct):
     customer_id: str
     first_commercial_ms: int | None = None
@@ -80,6 +116,7 @@ class CustomerState(msgspec.Struct):
     inactivity_due_ms: int | None = None  # the one armed inactivity timer, if any
     seen: dict[str, int] = msgspec.field(default_factory=dict)  # applied event id -> time (dedupe)
     contributions: tuple[Contribution, ...] = ()
+    leads: dict[str, LeadState] = msgspec.field(default_factory=dict)  # lead_id -> state, bounded
 
     @property
     def subscribed(self) -> bool:
@@ -93,6 +130,9 @@ HEALTH_INPUTS: Final = (
 )
 
 Signal = tuple[str, tuple[str, ...], str]  # (signal name, evidence event ids, detail)
+
+LEAD_EVENTS: Final = (LeadCreated, LeadContacted, LeadConverted, LeadLost)
+LeadEvent = LeadCreated | LeadContacted | LeadConverted | LeadLost
 
 
 class InactivityTimer(msgspec.Struct, frozen=True):
@@ -147,6 +187,8 @@ class CustomerEngine:
             c.sessions = _recent(c.sessions, ts, self.config.lookback_ms)
         elif isinstance(data, SurveyAnswered):
             signal = self._survey(c, event, data, out)
+        elif isinstance(data, LEAD_EVENTS):
+            self._lead(c, data, ts, out)
         if signal is not None or isinstance(data, HEALTH_INPUTS):
             self.recompute(c, ts, event.event_id, out, signal)
         return self._arm_inactivity(c)
@@ -222,6 +264,41 @@ class CustomerEngine:
         elif data.survey == "csat":
             c.last_csat = data.score
         return None
+
+    # -- sales funnel (§3.7) ----------------------------------------------------------------
+    def _lead(self, c: CustomerState, data: LeadEvent, ts: int, out: Partials) -> None:
+        """One lead event. Counts and samples go to the window of this event and to the
+        channel/campaign of the lead's lead.created (overall only when it is unknown).
+        Each lead is created, first contacted, converted and lost at most once: repeats
+        of the same step are ignored, like a second ticket.created."""
+        lead = c.leads.get(data.lead_id)
+        if lead is None:
+            lead = c.leads[data.lead_id] = LeadState()
+            if len(c.leads) > MAX_REMEMBERED_LEADS:
+                del c.leads[next(iter(c.leads))]
+        if isinstance(data, LeadCreated):
+            if lead.created_ms is not None:
+                return  # a second lead.created of the same lead is no new lead
+            lead.created_ms, lead.channel, lead.campaign = ts, data.channel, data.campaign
+            out.count("leads_created", lead.dims(), ts)
+        elif isinstance(data, LeadContacted):
+            if lead.contacted:
+                return
+            lead.contacted = True
+            if lead.created_ms is not None and ts >= lead.created_ms:
+                out.sample("lead_response_time_seconds", lead.dims(), ts, (ts - lead.created_ms) / 1000.0)
+        elif isinstance(data, LeadConverted):
+            if lead.converted:
+                return
+            lead.converted = True  # a lost lead can still be won back
+            out.count("leads_converted", lead.dims(), ts)
+            if lead.created_ms is not None and ts >= lead.created_ms:
+                out.sample("sales_cycle_seconds", lead.dims(), ts, (ts - lead.created_ms) / 1000.0)
+        else:  # LeadLost; a converted lead is a customer now: it cannot be lost
+            if lead.lost or lead.converted:
+                return
+            lead.lost = True
+            out.count("leads_lost", lead.dims(), ts)
 
     # -- support feedback from the ticket engine --------------------------------------------
     def on_ticket_change(

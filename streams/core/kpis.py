@@ -1,6 +1,6 @@
 """KPI derivation: one window's merged base aggregates -> the published KPI values.
 
-Every formula of catalogue §3 lives here, and only here; ``registry.KPIS`` says in
+Every formula of catalogue §3 (3.1-3.7) lives here, and only here; ``registry.KPIS`` says in
 words what each one computes. Values are computed from integer counts and sums at
 the end (never by averaging averages), so any merge order gives identical results.
 """
@@ -24,6 +24,8 @@ DISTRIBUTIONS = (
     "average_handle_time_seconds",
     "resolution_time_seconds",
     "customer_health_score",
+    "lead_response_time_seconds",
+    "sales_cycle_seconds",
 )
 COUNTS = (
     "tickets_created",
@@ -34,6 +36,9 @@ COUNTS = (
     "orders",
     "new_customers",
     "churn_signals",
+    "leads_created",
+    "leads_converted",
+    "leads_lost",
 )
 LEVELS = ("open_tickets", "tickets_in_breach", "active_subscribers", "mrr_minor")
 # ratio KPI -> (numerator base, denominator base(s) summed)
@@ -44,7 +49,10 @@ RATIOS: dict[str, tuple[str, tuple[str, ...]]] = {
     "escalation_rate": ("tickets_escalated", ("tickets_created",)),
     "sla_first_reply_hit_rate": ("sla_first_reply_met", ("sla_first_reply_met", "sla_first_reply_breached")),
     "sla_resolution_hit_rate": ("sla_resolution_met", ("sla_resolution_met", "sla_resolution_breached")),
+    "lead_conversion_rate": ("leads_converted", ("leads_created",)),
 }
+# bases whose presence in a window means the sales funnel was active (§3.7)
+FUNNEL_ACTIVITY = ("leads_created", "leads_converted", "leads_lost", "lead_response_time_seconds")
 
 
 def _n(aggs: WindowAggs, base: str, dims: Dims) -> int:
@@ -104,6 +112,7 @@ def derive(aggs: WindowAggs, level_start: LevelAt, level_end: LevelAt, min_sampl
             out.append((name, dims, value, value, {"change": aggs[name][dims].delta}))
     out.extend(_satisfaction(aggs, min_sample))
     out.extend(_commercial(aggs, level_start, level_end))
+    out.extend(_funnel(aggs))
     out.extend(_engagement(aggs))
     return out
 
@@ -157,6 +166,29 @@ def _commercial(aggs: WindowAggs, level_start: LevelAt, level_end: LevelAt) -> I
             yield ("clv_minor", dims, clv, at_start,
                    {"revenue_minor": revenue, "subscribers_at_start": at_start, "churn_rate": churn,
                     "estimate": True})
+
+
+def _funnel(aggs: WindowAggs) -> Iterable[Derived]:
+    """Cost and revenue per lead (§3.7): money per currency / leads created overall.
+
+    Published per currency with spend (resp. revenue) in the window, and only for
+    windows with funnel activity: a deployment without lead events gets no per-lead
+    records (rather than a null per currency and window); the value is ``None`` when
+    the window has conversions or losses but no new lead.
+    """
+    if not _dims(aggs, *FUNNEL_ACTIVITY):
+        return
+    leads = _n(aggs, "leads_created", ())
+    for dims in _dims(aggs, "marketing_spend_minor"):
+        spend = _n(aggs, "marketing_spend_minor", dims)
+        yield ("cost_per_lead_minor", dims, _ratio(spend, leads), leads,
+               {"marketing_spend_minor": spend, "leads_created": leads})
+    for dims in _dims(aggs, "purchases_minor", "refunds_minor"):
+        if len(dims) != 1:
+            continue  # per currency only
+        revenue = _n(aggs, "purchases_minor", dims) - _n(aggs, "refunds_minor", dims)
+        yield ("revenue_per_lead_minor", dims, _ratio(revenue, leads), leads,
+               {"revenue_minor": revenue, "leads_created": leads})
 
 
 def _engagement(aggs: WindowAggs) -> Iterable[Derived]:

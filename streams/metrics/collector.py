@@ -39,7 +39,10 @@ def _number(value: object) -> float | None:
 
 
 def kpi_families(records: Iterable[KpiRecord]) -> Iterator[GaugeMetricFamily]:
-    """Gauge families for the latest KPI records, named and labelled per docs/metrics.md."""
+    """Gauge families for the latest KPI records, named and labelled per docs/metrics.md.
+
+    Names (``Kpi.metric`` / ``Kpi.metrics``) and HELP texts (``Kpi.help``) come from the
+    KPI registry; a record of a KPI without a registry entry is a bug (KeyError)."""
     by_kpi: dict[str, list[KpiRecord]] = {}
     for record in records:
         by_kpi.setdefault(record.kpi, []).append(record)
@@ -52,8 +55,7 @@ def kpi_families(records: Iterable[KpiRecord]) -> Iterator[GaugeMetricFamily]:
         elif kpi.kind == "score":
             yield from _score(kpi, labels, rows)
         else:
-            metric = f"crm_{name}_ratio" if kpi.unit == "ratio" else f"crm_{name}"
-            family = GaugeMetricFamily(metric, kpi.help, labels=labels)
+            family = GaugeMetricFamily(kpi.metric, kpi.help, labels=labels)
             for record in rows:
                 value = _number(record.value)
                 if value is not None:
@@ -65,7 +67,8 @@ def _distribution(kpi: Kpi, labels: list[str], rows: list[KpiRecord]) -> Iterato
     base = f"crm_{kpi.name}"
     quantiles = GaugeMetricFamily(base, kpi.help, labels=[*labels, "quantile"])
     mean = GaugeMetricFamily(f"{base}_mean", f"mean of {kpi.name}: {kpi.help}", labels=labels)
-    samples = GaugeMetricFamily(f"{base}_samples", f"samples behind {kpi.name} in the window", labels=labels)
+    samples = GaugeMetricFamily(f"{base}_samples", f"samples behind {kpi.name} in the window: {kpi.help}",
+                                labels=labels)
     for record in rows:
         values = _labels(record, labels)
         for quantile, key in QUANTILES:
@@ -79,10 +82,11 @@ def _distribution(kpi: Kpi, labels: list[str], rows: list[KpiRecord]) -> Iterato
 
 
 def _score(kpi: Kpi, labels: list[str], rows: list[KpiRecord]) -> Iterator[GaugeMetricFamily]:
-    base = f"crm_{kpi.name}" + ("_ratio" if kpi.unit == "ratio" else "")
-    value_family = GaugeMetricFamily(base, kpi.help, labels=labels)
-    responses = GaugeMetricFamily(f"crm_{kpi.name}_responses", f"responses behind {kpi.name}", labels=labels)
-    margin = GaugeMetricFamily("crm_nps_margin_of_error", "95% margin of error of NPS (points)", labels=labels)
+    value_family = GaugeMetricFamily(kpi.metric, kpi.help, labels=labels)
+    responses = GaugeMetricFamily(f"crm_{kpi.name}_responses", f"responses behind {kpi.name}: {kpi.help}",
+                                  labels=labels)
+    margin = GaugeMetricFamily("crm_nps_margin_of_error", f"95% margin of error of NPS (points): {kpi.help}",
+                               labels=labels)
     for record in rows:
         values = _labels(record, labels)
         responses.add_metric(values, float(record.n))
@@ -179,6 +183,11 @@ class WorkerCollector(Collector):
             for stage, histogram in sorted(histograms.items()):
                 family.add_metric([stage], histogram.cumulative(), histogram.total)
             yield family
+        recoveries = CounterMetricFamily("crm_task_recoveries", "tasks restored from their changelog after a failed batch",
+                                         labels=["stage"])
+        for stage, value in sorted(s.recoveries.items()):
+            recoveries.add_metric([stage], value)
+        yield recoveries
         owned = GaugeMetricFamily("crm_owned_partitions", "partitions this worker owns", labels=["stage"])
         for (stage, _), value in sorted(s.owned.items()):
             owned.add_metric([stage], value)
