@@ -2,7 +2,8 @@
 # Prepares a fresh machine for the demo and the tests, idempotently:
 #   1. a virtualenv in .venv with the package (editable) and its dev extras;
 #   2. the Apache Kafka broker jars from Maven Central into .cache/kafka (via Maven);
-#   3. Debian's prometheus + promtool (and alertmanager's amtool) when missing.
+#   3. Debian's prometheus + promtool (and alertmanager's amtool) and chromium
+#      (headless, for the report's screenshot test) when missing.
 # Everything downloaded lands under .cache/ (git-ignored) and is reused.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,11 +24,12 @@ fi
 # 2. Kafka jars -----------------------------------------------------------------
 .venv/bin/python -m streams.localkafka fetch
 
-# 3. Prometheus (Debian) ---------------------------------------------------------
+# 3. Prometheus and Chromium (Debian) --------------------------------------------
 need=()
 command -v prometheus >/dev/null || need+=(prometheus)
 command -v promtool >/dev/null || need+=(prometheus)
 command -v amtool >/dev/null || need+=(prometheus-alertmanager)
+command -v chromium >/dev/null || need+=(chromium)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     say "installing Debian packages: ${need[*]}"
