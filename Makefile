@@ -20,6 +20,9 @@ test-fast: bootstrap
 bench: bootstrap
 	@$(PY) -m bench
 
+dashboards: bootstrap
+	@$(PY) -m grafana.generate
+
 lint: bootstrap
 	@$(VENV)/bin/ruff check streams tests bench
 

@@ -42,7 +42,7 @@ EVENTS = int(os.environ.get("CRM_KPI_E2E_EVENTS", "200000"))
 PARTITIONS = 6
 ALLOWED_LABELS = {
     "__name__", "job", "instance", "window", "priority", "channel", "team", "product", "currency", "kind",
-    "quantile", "signal", "reason", "metric", "state", "survey", "score", "topic", "partition", "stage",
+    "quantile", "signal", "reason", "metric", "state", "survey", "score", "topic", "partition", "stage", "campaign",
     "final", "le", "version", "app_id",
 }
 
@@ -113,6 +113,8 @@ def wait_idle(bootstrap: str, topic: str, ports: list[int], timeout_s: float) ->
 
 
 def run_stream(kafka, workload: Workload, prefix: str, tmp_path: Path, *, restart_one: bool, prometheus: bool):
+    """Produce, run two workers until idle, read the outputs back; with ``prometheus``,
+    also check its answers while the workers still serve /metrics."""
     env = topic_env(prefix)
     asyncio.run(produce_with_topics(kafka.bootstrap, workload, env))
     ports = [free_port(), free_port()]
@@ -131,12 +133,13 @@ def run_stream(kafka, workload: Workload, prefix: str, tmp_path: Path, *, restar
         sla = sorted(m.value for m in asyncio.run(read_topic(kafka.bootstrap, env["CRM_KPI_TOPICS__SLA"])))
         signals = sorted(m.value for m in asyncio.run(read_topic(kafka.bootstrap, env["CRM_KPI_TOPICS__SIGNALS"])))
         dlq = asyncio.run(read_topic(kafka.bootstrap, env["CRM_KPI_TOPICS__DLQ"]))
-        return latest_kpis(records), sla, signals, dlq, prom
-    except BaseException:
-        if prom:
-            prom.stop()
-        raise
+        if prom is not None:
+            check_prometheus(prom, workload)
+            check_dashboard_queries(prom)
+        return latest_kpis(records), sla, signals, dlq
     finally:
+        if prom is not None:
+            prom.stop()
         for worker in workers:
             worker.stop()
 
@@ -150,21 +153,16 @@ async def produce_with_topics(bootstrap: str, workload: Workload, env: dict[str,
 
 
 def test_two_workers_equal_replay_and_prometheus_serves_it(kafka, workload, tmp_path):
-    stream, sla, signals, dlq, prom = run_stream(kafka, workload, "e2e-a", tmp_path, restart_one=False,
-                                                  prometheus=True)
-    try:
-        problems = diff_kpis(stream, workload.kpis)
-        assert not problems, "\n".join(problems)
-        assert sla == workload.sla
-        assert signals == workload.signals
-        assert len(dlq) == sum(workload.replay.rejected.values()) == workload.flaws["malformed"]
-        check_prometheus(prom, workload)
-    finally:
-        prom.stop()
+    stream, sla, signals, dlq = run_stream(kafka, workload, "e2e-a", tmp_path, restart_one=False, prometheus=True)
+    problems = diff_kpis(stream, workload.kpis)
+    assert not problems, "\n".join(problems)
+    assert sla == workload.sla
+    assert signals == workload.signals
+    assert len(dlq) == sum(workload.replay.rejected.values()) == workload.flaws["malformed"]
 
 
 def test_sigterm_and_restart_mid_stream_still_equals_replay(kafka, workload, tmp_path):
-    stream, sla, signals, _, _ = run_stream(kafka, workload, "e2e-b", tmp_path, restart_one=True, prometheus=False)
+    stream, sla, signals, _ = run_stream(kafka, workload, "e2e-b", tmp_path, restart_one=True, prometheus=False)
     problems = diff_kpis(stream, workload.kpis)
     assert not problems, "\n".join(problems)
     assert sla == workload.sla
@@ -173,8 +171,12 @@ def test_sigterm_and_restart_mid_stream_still_equals_replay(kafka, workload, tmp
 
 def check_prometheus(prom: Prometheus, workload: Workload) -> None:
     """Every KPI family's gauge (latest closed 1h window, each dimension set) equals replay."""
+    lateness = CoreConfig().lateness
+    # gauges show the latest final window per KPI and dims among the windows the worker
+    # still retains (closed, not yet past allowed lateness)
     closed = [r for r in workload.replay.records
-              if r.size == "1h" and r.end_ms + CoreConfig().lateness.grace_ms <= workload.heartbeat_ms]
+              if r.size == "1h" and lateness.closed(r.end_ms, workload.heartbeat_ms)
+              and not lateness.expired(r.end_ms, workload.heartbeat_ms)]
     latest: dict = {}
     for record in closed:
         key = (record.kpi, record.dims)
@@ -201,3 +203,19 @@ def check_prometheus(prom: Prometheus, workload: Workload) -> None:
     for series in prom.series('{__name__=~"crm_.*"}'):
         assert set(series) <= ALLOWED_LABELS, series
         assert not any(ids.match(str(v)) for k, v in series.items() if k not in ("__name__", "instance")), series
+
+
+def check_dashboard_queries(prom: Prometheus) -> None:
+    """Every panel query of every committed dashboard returns at least one series
+    (variables substituted: the 1d window, every priority/channel/team/product)."""
+    from grafana.generate import concrete_queries, load_committed
+
+    empty = []
+    total = 0
+    for dashboard in load_committed().values():
+        for dash, title, expr in concrete_queries(dashboard, {"window": "1d"}):
+            total += 1
+            if not prom.query(expr):
+                empty.append(f"{dash} / {title}: {expr}")
+    assert total > 50
+    assert not empty, f"{len(empty)} of {total} panel queries returned nothing:\n" + "\n".join(empty)
