@@ -115,7 +115,8 @@ class SimConfig:
       message (0.1 %).
     * ``jitter``: every other message is delivered up to this after its event time
       (default ``10s``; keep it within the pipeline's out-of-orderness bound, 30 s).
-    * ``opening_book``: announce the subscriptions existing at ``start`` just before it.
+    * ``opening_book``: announce the subscriptions and open leads existing at ``start``
+      just before it.
     """
 
     seed: int = 1
@@ -967,7 +968,18 @@ class Simulation:
 
     def _announce_book(self, at_ms: int) -> None:
         rng = self.population_rng
+        # open prospects' leads are announced too, so that conversions from day one carry
+        # their channel and campaign (their sales cycle counts from the announcement);
+        # a separate random stream keeps every other event of a seed unchanged
+        lead_rng = random.Random(f"{self.config.seed}/book-leads")
         for c in self.customers:
+            if c.status == "prospect" and c.lead_id:
+                channel, campaign = pick(lead_rng, _LEAD_SOURCES)
+                data = {"lead_id": c.lead_id, "channel": channel}
+                if campaign:
+                    data["campaign"] = campaign
+                self.emit(at_ms + int(lead_rng.random() * OPENING_BOOK_MS), "lead.created", c.customer_id,
+                          "crm-backfill", **data)
             if c.status != "subscriber":
                 continue
             for product in c.products:

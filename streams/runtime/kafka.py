@@ -156,6 +156,26 @@ async def send_atomically(producer: AIOKafkaProducer, records: list[Outgoing]) -
         raise
 
 
+async def reopen_with_backoff(stage: str, index: int, error: BaseException, drop, open_task) -> None:
+    """A batch of task ``index`` could not be committed (broker gone, timeout...): its
+    effects exist only in memory, so throw the task away (``drop``) and restore it from
+    its changelog (``open_task``), retrying with backoff until the broker answers again."""
+    log.warning("%s task %d: batch failed (%s: %s); restoring it from the changelog",
+                stage, index, type(error).__name__, error)
+    await drop(index)
+    delay = 0.5
+    while True:
+        try:
+            await open_task(index)
+            return
+        except TaskFenced:
+            return  # another worker owns it now
+        except Exception as exc:  # noqa: BLE001 - any failure: wait and try again
+            log.warning("%s task %d: restore failed (%s); retrying in %.1fs", stage, index, exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 30.0)
+
+
 def transactional_producer(settings: Settings, transactional_id: str) -> AIOKafkaProducer:
     return AIOKafkaProducer(
         **client_options(settings),

@@ -48,6 +48,7 @@ from streams.runtime.kafka import (
     client_options,
     group_options,
     read_partition,
+    reopen_with_backoff,
     send_atomically,
     stage1_changelog,
     transactional_producer,
@@ -307,26 +308,13 @@ class Stage1:
                 task.positions[slot] = 0
 
     async def _recover(self, index: int, error: BaseException) -> None:
-        """A batch could not be committed (broker gone, timeout...): its effects exist
-        only in memory, so throw the task away and restore it from the changelog, retrying
-        with backoff until the broker answers again."""
-        log.warning("stage1 task %d: batch failed (%s: %s); restoring it from the changelog",
-                    index, type(error).__name__, error)
         self.stats.recoveries["stage1"] += 1
+        await reopen_with_backoff("stage1", index, error, self._drop, self._open_task)
+
+    async def _drop(self, index: int) -> None:
         task = self.tasks.pop(index, None)
         if task is not None:
             await task.close()
-        delay = 0.5
-        while True:
-            try:
-                await self._open_task(index)
-                return
-            except TaskFenced:
-                return  # someone else owns it now
-            except Exception as exc:  # noqa: BLE001 - any failure: wait and try again
-                log.warning("stage1 task %d: restore failed (%s); retrying in %.1fs", index, exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 30.0)
 
     async def revoke(self, partitions: set[int]) -> None:
         async with self.lock:

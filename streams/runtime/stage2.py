@@ -41,6 +41,7 @@ from streams.runtime.kafka import (
     client_options,
     group_options,
     read_partition,
+    reopen_with_backoff,
     send_atomically,
     stage2_changelog,
     transactional_producer,
@@ -249,24 +250,13 @@ class Stage2:
             self.consumer.seek(tp, position)
 
     async def _recover(self, index: int, error: BaseException) -> None:
-        """Restore a task whose batch could not be committed (see Stage1._recover)."""
-        log.warning("stage2 task %d: batch failed (%s: %s); restoring it from the changelog",
-                    index, type(error).__name__, error)
         self.stats.recoveries["stage2"] += 1
+        await reopen_with_backoff("stage2", index, error, self._drop, self._open_task)
+
+    async def _drop(self, index: int) -> None:
         task = self.tasks.pop(index, None)
         if task is not None:
             await task.close()
-        delay = 0.5
-        while True:
-            try:
-                await self._open_task(index)
-                return
-            except TaskFenced:
-                return
-            except Exception as exc:  # noqa: BLE001 - any failure: wait and try again
-                log.warning("stage2 task %d: restore failed (%s); retrying in %.1fs", index, exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 30.0)
 
     async def revoke(self, partitions: set[int]) -> None:
         async with self.lock:

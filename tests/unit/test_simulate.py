@@ -197,10 +197,13 @@ def test_late_events_arrive_behind_the_out_of_orderness_bound(day: list[SimMessa
 def test_arrivals_lie_in_the_period_and_follow_ups_stop_at_the_horizon(events: list[Event]):
     start, end = DAY_CONFIG.start_ms, DAY_CONFIG.end_ms
     assert all(start - OPENING_BOOK_MS <= e.occurred_at_ms < DAY_CONFIG.horizon_ms for e in events)
-    created = [e.occurred_at_ms for e in events if e.event_type in ("ticket.created", "lead.created")]
+    created = [e.occurred_at_ms for e in events
+               if e.event_type == "ticket.created" or (e.event_type == "lead.created" and e.source == "crm")]
     assert all(start <= ts < end for ts in created)
     backfill = [e for e in events if e.occurred_at_ms < start]
-    assert backfill and {e.event_type for e in backfill} == {"subscription.started"}
+    # the opening book: existing subscriptions and open leads, announced just before start
+    assert backfill and {e.event_type for e in backfill} == {"subscription.started", "lead.created"}
+    assert {e.source for e in backfill} == {"billing-backfill", "crm-backfill"}
 
 
 def test_tickets_arrive_mostly_in_business_hours(events: list[Event]):
