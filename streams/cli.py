@@ -147,16 +147,118 @@ def worker(
 
 @app.command()
 def demo(
-    timeout: Annotated[float, typer.Option(help="give up after this many seconds")] = 60.0,
-    partitions: Annotated[int, typer.Option(min=1, max=64, help="partitions per topic")] = 3,
+    duration: Annotated[float | None, typer.Option(
+        min=1, help="stop by itself after this many seconds of live run (default: run until Ctrl-C)")] = None,
+    speedup: Annotated[float, typer.Option(
+        min=1, help="event time runs N times faster than the wall clock (300: a day in 4.8 min)")] = 300.0,
+    customers: Annotated[int, typer.Option(min=1, max=1_000_000, help="customers in the simulated book")] = 5000,
+    days: Annotated[int, typer.Option(min=1, max=365, help="simulated business days, then idle until stopped")] = 7,
+    seed: Annotated[int, typer.Option(help="simulator seed")] = 1,
+    workers: Annotated[int, typer.Option(min=1, max=8, help="crm-kpi worker processes")] = 2,
+    headless: Annotated[bool, typer.Option("--headless", help="plain progress lines instead of a live table")] = False,
+    examples_only: Annotated[bool, typer.Option(
+        "--examples-only", help="only the schema examples through Kafka and the codec, then stop")] = False,
+    timeout: Annotated[float, typer.Option(help="--examples-only: give up after this many seconds")] = 60.0,
+    partitions: Annotated[int | None, typer.Option(
+        min=1, max=64, help="partitions per topic (default: 6; 3 with --examples-only)")] = None,
 ) -> None:
-    """Local Kafka + topics, every schema example in, codec validation and DLQ summary out."""
-    from streams.demo import run_demo
+    """Live demo: local Kafka, 2 workers, Prometheus and simulated business days, until Ctrl-C.
+
+    Prints the /metrics URLs, Prometheus graph links and the `crm-kpi tail` command, then
+    `KEY=value` lines (BOOTSTRAP, PROMETHEUS_URL, ...; also in .cache/demo/status.json).
+    Ctrl-C or SIGTERM stops everything it started. --examples-only runs the first demo:
+    every schema example through Kafka and the codec, with a DLQ summary.
+    """
+    from streams.demo import LiveOptions, run_demo, run_live_demo
 
     settings = settings_or_exit()
-    code = run_demo(topics=settings.topics, partitions=partitions, timeout_s=timeout)
+    if examples_only:
+        code = run_demo(topics=settings.topics, partitions=partitions or 3, timeout_s=timeout)
+    else:
+        options = LiveOptions(speedup=speedup, customers=customers, days=days, seed=seed, duration_s=duration,
+                              headless=headless, workers=workers, partitions=partitions or 6)
+        code = run_live_demo(options, topics=settings.topics)
     if code:
         raise typer.Exit(code)
+
+
+@app.command()
+def tail(
+    bootstrap: Annotated[str | None, typer.Option(help="Kafka bootstrap servers (CRM_KPI_BOOTSTRAP_SERVERS)")] = None,
+    kpi: Annotated[str | None, typer.Option(help="only this KPI; globs work, e.g. 'sla_*'")] = None,
+    dims: Annotated[list[str] | None, typer.Option(
+        "--dims", help="only records with NAME=VALUE (repeat, or comma-separate; NAME= means without it)")] = None,
+    window: Annotated[str | None, typer.Option(help="only this window size, e.g. 1h")] = None,
+    from_beginning: Annotated[bool, typer.Option(
+        "--from-beginning", help="read the whole topic first (default: the last --backlog records per partition)")] = False,
+    backlog: Annotated[int, typer.Option(min=0, help="records per partition read before following")] = 1000,
+    once: Annotated[bool, typer.Option("--once", help="read to the end, print the table once and exit")] = False,
+    limit: Annotated[int | None, typer.Option(min=1, help="show at most N series (default: as many as fit the terminal)")] = None,
+    timeout: Annotated[float, typer.Option(min=1, help="--once: give up after this many seconds")] = 60.0,
+) -> None:
+    """Live table of the newest KPI records on the KPI topic (highest revision per key).
+
+    One line per KPI, window size and dimensions: the newest window, its value formatted
+    by unit (durations, %, money), n, final or provisional, and the revision.
+    """
+    import asyncio
+    import fnmatch
+    import os
+
+    from rich.console import Console
+    from rich.live import Live
+
+    from streams.core.durations import parse_duration
+    from streams.core.registry import KPI_BY_NAME
+    from streams.runtime.kafka import client_options
+    from streams.tail import KpiBoard, TailFilter, follow, parse_dims, render
+
+    settings = settings_or_exit(bootstrap_servers=bootstrap)
+    try:
+        wanted = parse_dims(dims or [])
+        if window is not None:
+            parse_duration(window)
+    except (ValueError, TypeError) as exc:
+        raise fail(str(exc)) from None
+    console = Console()
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console.width = 160  # piped: rich's 80 columns would fold every KPI name
+    if kpi is not None and not any(fnmatch.fnmatchcase(name, kpi) for name in KPI_BY_NAME):
+        typer.secho(f"crm-kpi: note: no registry KPI matches {kpi!r}; showing what the topic has",
+                    err=True, fg=typer.colors.YELLOW)
+    board = KpiBoard(filter=TailFilter(kpi=kpi, dims=wanted, window=window))
+    topic = settings.topics.kpi
+    options = {k: v for k, v in client_options(settings).items() if k != "bootstrap_servers"}
+    title = f"{topic} on {settings.bootstrap_servers}"
+
+    try:
+        if once:
+            asyncio.run(follow(settings.bootstrap_servers, topic, board, from_beginning=from_beginning,
+                               backlog=backlog, once=True, timeout_s=timeout, client_options=options))
+            console.print(render(board, title=title, limit=limit))
+            return
+
+        def rows() -> int:
+            return limit or max(5, console.size.height - 8)
+
+        async def live() -> None:
+            with Live(render(board, title=title, limit=rows()), console=console, auto_refresh=False,
+                      vertical_overflow="crop") as screen:
+                def changed(current: KpiBoard) -> None:
+                    screen.update(render(current, title=title, limit=rows()), refresh=True)
+
+                await follow(settings.bootstrap_servers, topic, board, from_beginning=from_beginning,
+                             backlog=backlog, on_change=changed, stop=asyncio.Event(), client_options=options)
+
+        asyncio.run(live())
+    except KeyboardInterrupt:
+        return
+    except (LookupError, TimeoutError) as exc:
+        raise fail(str(exc), code=1) from None
+    except Exception as exc:  # aiokafka's connection errors: one line, not a traceback
+        if type(exc).__module__.startswith("aiokafka"):
+            raise fail(f"kafka {settings.bootstrap_servers}: {exc}", code=1) from None
+        raise
 
 
 @app.command()
@@ -262,6 +364,71 @@ def simulate(
         table.add_row("written", target)
         table.add_row("wall time", f"{seconds:.1f} s ({tally.messages / max(seconds, 1e-9):,.0f} messages/s)")
         console.print(table)
+
+
+@app.command()
+def kpis(
+    as_json: Annotated[bool, typer.Option("--json", help="print the registry as a machine-readable JSON list")] = False,
+    markdown: Annotated[bool, typer.Option("--markdown", help="print docs/kpis.md (generated from the registry)")] = False,
+    family: Annotated[str | None, typer.Option(help="only KPIs of this family (support, sla, commercial, ...)")] = None,
+) -> None:
+    """List every KPI of the registry: name, unit, formula and dimensions."""
+    import json
+
+    from streams.core.registry import FAMILIES, KPIS, dims_text, render_markdown, windows_text
+
+    if as_json and markdown:
+        raise fail("--json and --markdown are exclusive")
+    if family is not None and family not in FAMILIES:
+        raise fail(f"unknown family {family!r}; one of: {', '.join(FAMILIES)}")
+    selected = tuple(kpi for kpi in KPIS if family is None or kpi.family == family)
+    if markdown:
+        typer.echo(render_markdown(selected), nl=False)
+        return
+    if as_json:
+        typer.echo(json.dumps([kpi.as_dict() for kpi in selected], indent=2, ensure_ascii=False))
+        return
+
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{len(selected)} KPIs (streams/core/registry.py; docs/kpis.md)", show_lines=False)
+    table.add_column("name", style="bold", no_wrap=True)
+    table.add_column("unit", no_wrap=True)
+    table.add_column("formula")
+    table.add_column("dims", no_wrap=True)
+    table.add_column("windows", no_wrap=True)
+    for kpi in selected:
+        dims = "\n".join(dims_text((dim_set,)) for dim_set in kpi.dims)
+        table.add_row(kpi.name, kpi.unit, kpi.formula, dims, windows_text(kpi.windows))
+    Console().print(table)
+
+
+@app.command()
+def report(
+    source: Annotated[str, typer.Option(
+        "--from", help="KPI records: a JSON-lines file from `replay` (.jsonl or .jsonl.gz) or a KPI topic name")],
+    out: Annotated[Path, typer.Option(help="write the HTML report here")],
+    bootstrap: Annotated[str | None, typer.Option(
+        help="with a topic: Kafka bootstrap servers (CRM_KPI_BOOTSTRAP_SERVERS)")] = None,
+    window: Annotated[str, typer.Option(help="window size to chart: 5m, 1h, 1d or 30d")] = "1h",
+    timeout: Annotated[float, typer.Option(min=1, help="with a topic: give up reading after this many seconds")] = 60.0,
+) -> None:
+    """Static, self-contained HTML report (inline SVG charts, no scripts) of KPI records.
+
+    Charts response and resolution time percentiles (overall and per priority), SLA hit rates, NPS with its margin of error, CSAT/CES, revenue per currency and churn/retention over the windows of one size. From a topic, the highest revision per key is kept (upsert).
+    """
+    from streams.report import ReportError, build_report, load_source, require_window
+
+    try:
+        loaded = load_source(source, lambda: settings_or_exit(bootstrap_servers=bootstrap), timeout_s=timeout)
+        size = require_window(loaded, window)
+        out.write_text(build_report(loaded, size), encoding="utf-8")
+    except ReportError as exc:
+        raise fail(str(exc)) from None
+    except OSError as exc:
+        raise fail(f"cannot write {out}: {exc}", code=1) from None
+    typer.echo(f"report: {len(loaded.records):,} KPI records, {size} windows charted -> {out}")
 
 
 def main() -> None:
