@@ -96,6 +96,12 @@ class Settings(BaseSettings):
 
     # --- KPI options -------------------------------------------------------------
     min_sample: int = Field(30, ge=1, description="NPS/CSAT/CES below this n are published as suppressed")
+    max_label_values: int = Field(
+        100, ge=1, le=100_000, description="distinct values per free-form label (team, product, ...) before 'other'"
+    )
+    label_allowlist: dict[str, list[str]] = Field(
+        default_factory=dict, description="JSON {label: [values]}: only these values keep their own label"
+    )
     dedupe_max_ids_per_customer: int = Field(
         50_000, ge=100, description="event ids remembered per customer for dedupe (within allowed lateness)"
     )
@@ -205,6 +211,8 @@ def core_config(settings: Settings):
         min_sample=settings.min_sample,
         policies=policies,
         dedupe_max_ids_per_customer=settings.dedupe_max_ids_per_customer,
+        max_label_values=settings.max_label_values,
+        label_allowlist={label: tuple(values) for label, values in settings.label_allowlist.items()},
     )
 
 
@@ -219,6 +227,7 @@ def settings_table() -> str:
                     f"| `CRM_KPI_TOPICS__{topic.upper()}` | `{topic_field.default}` | topic name |"
                 )
             continue
-        default = "—" if field.default is None else f"`{field.default}`"
+        value = field.get_default(call_default_factory=True)
+        default = "—" if value is None else f"`{value}`"
         rows.append(f"| `CRM_KPI_{name.upper()}` | {default} | {field.description} |")
     return "\n".join(rows)

@@ -135,6 +135,7 @@ class TaskMeta(msgspec.Struct):
     positions: dict[int, int]
     resume: dict[int, int]
     slot_max: dict[int, int] = {}
+    labels: dict[str, list[str]] = {}  # label values kept by the task's LabelLimiter
 
 
 _meta_dec = msgspec.msgpack.Decoder(TaskMeta)

@@ -29,6 +29,7 @@ from streams.core.events import (
     SubscriptionStarted,
     SurveyAnswered,
 )
+from streams.core.labels import LabelLimiter
 from streams.core.partials import Partials
 from streams.core.records import ChurnSignal, Contribution, Dims, HealthChange
 
@@ -151,8 +152,11 @@ def _recent(items: list, now_ms: int, lookback_ms: int, key=lambda item: item) -
 class CustomerEngine:
     """Applies customer-level events and computes health and churn signals. Pure."""
 
-    def __init__(self, config: HealthConfig | None = None, *, record_changes: bool = False) -> None:
+    def __init__(
+        self, config: HealthConfig | None = None, *, record_changes: bool = False, limit: LabelLimiter | None = None
+    ) -> None:
         self.config = config or HealthConfig()
+        self.limit = limit or LabelLimiter()  # bounds currency, product, campaign, lead channel
         self.record_changes = record_changes  # keep HealthChange records (replay --health-out)
         self._weights = tuple(self.config.weights().items())
         self._total_weight = math.fsum(w for _, w in self._weights)
@@ -164,7 +168,8 @@ class CustomerEngine:
         ts = event.occurred_at_ms
         if isinstance(data, MarketingSpend):
             # customer_id is a campaign here: spend counts, nobody became active
-            out.total("marketing_spend_minor", ((("currency", data.currency),),), ts, data.amount_minor)
+            currency = self.limit("currency", data.currency)
+            out.total("marketing_spend_minor", ((("currency", currency),),), ts, data.amount_minor)
             return None
         out.distinct("active_customers", OVERALL, ts, c.customer_id)
         c.last_event_ms = ts
@@ -209,24 +214,26 @@ class CustomerEngine:
     def _purchase(self, c: CustomerState, event: Event, data: PurchaseCompleted, out: Partials) -> None:
         ts = event.occurred_at_ms
         self._new_customer(c, ts, out)
-        dims = money_dims(data.currency, data.product, data.kind)
+        currency, product = self.limit("currency", data.currency), self.limit("product", data.product)
+        dims = money_dims(currency, product, data.kind)
         out.total("purchases_minor", dims, ts, data.amount_minor)
         out.count("orders", dims, ts)
         out.distinct("purchasing_customers", OVERALL, ts, c.customer_id)
         if data.kind in ("upsell", "cross_sell"):
             out.distinct("expanding_customers", OVERALL, ts, c.customer_id)
             c.expansions = _recent([*c.expansions, ts], ts, self.config.lookback_ms)
-        c.orders[data.order_id] = (data.currency, data.product, data.kind)
+        c.orders[data.order_id] = (currency, product, data.kind)
         if len(c.orders) > MAX_REMEMBERED_ORDERS:
             del c.orders[next(iter(c.orders))]
 
     def _refund(self, c: CustomerState, event: Event, data: PurchaseRefunded, out: Partials) -> Signal:
         ts = event.occurred_at_ms
         order = c.orders.get(data.order_id)
-        if order is not None and order[0] == data.currency:
-            dims = money_dims(data.currency, order[1], order[2])
+        currency = self.limit("currency", data.currency)
+        if order is not None and order[0] == currency:
+            dims = money_dims(currency, order[1], order[2])
         else:
-            dims = ((("currency", data.currency),),)
+            dims = ((("currency", currency),),)
         out.total("refunds_minor", dims, ts, data.amount_minor)
         out.count("refunds", dims, ts)
         c.refunds = _recent([*c.refunds, (ts, event.event_id)], ts, self.config.lookback_ms, _first)
@@ -239,8 +246,9 @@ class CustomerEngine:
         if not c.subscriptions:
             out.level("active_subscribers", OVERALL, ts, +1)
             out.count("subscribers_gained", OVERALL, ts)
-        c.subscriptions[data.subscription_id] = (data.mrr_minor, data.currency)
-        out.level("mrr_minor", ((("currency", data.currency),),), ts, data.mrr_minor)
+        currency = self.limit("currency", data.currency)
+        c.subscriptions[data.subscription_id] = (data.mrr_minor, currency)
+        out.level("mrr_minor", ((("currency", currency),),), ts, data.mrr_minor)
 
     def _cancel(self, c: CustomerState, event: Event, data: SubscriptionCancelled, out: Partials) -> Signal:
         ts = event.occurred_at_ms
@@ -255,7 +263,8 @@ class CustomerEngine:
 
     def _survey(self, c: CustomerState, event: Event, data: SurveyAnswered, out: Partials) -> Signal | None:
         ts = event.occurred_at_ms
-        dims: tuple[Dims, ...] = ((), (("product", data.product),)) if data.product else OVERALL
+        product = self.limit("product", data.product)
+        dims: tuple[Dims, ...] = ((), (("product", product),)) if product else OVERALL
         out.survey(data.survey, dims, ts, data.score)
         if data.survey == "nps":
             c.last_nps = data.score
@@ -279,7 +288,8 @@ class CustomerEngine:
         if isinstance(data, LeadCreated):
             if lead.created_ms is not None:
                 return  # a second lead.created of the same lead is no new lead
-            lead.created_ms, lead.channel, lead.campaign = ts, data.channel, data.campaign
+            lead.created_ms = ts
+            lead.channel, lead.campaign = self.limit("channel", data.channel), self.limit("campaign", data.campaign)
             out.count("leads_created", lead.dims(), ts)
         elif isinstance(data, LeadContacted):
             if lead.contacted:

@@ -18,11 +18,12 @@ out-of-orderness bound — the property that makes streaming equal ``replay``.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from streams.core.customers import CustomerEngine, CustomerState, HealthConfig, InactivityTimer
 from streams.core.events import Event
+from streams.core.labels import LabelLimiter
 from streams.core.partials import Partials
 from streams.core.sla import SlaPolicies
 from streams.core.tickets import TicketEngine, TicketState, TimerRequest
@@ -43,6 +44,8 @@ class CoreConfig:
     dedupe_max_ids_per_customer: int = 50_000
     ticket_retention_ms: int = 30 * 86_400_000  # finished tickets are forgotten after this idle time
     record_health_changes: bool = False  # keep every HealthChange (replay --health-out); memory!
+    max_label_values: int = 100  # distinct values per free-form label before "other"
+    label_allowlist: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
     @property
     def pane_ms(self) -> int:
@@ -78,8 +81,11 @@ class Processor:
     def __init__(self, config: CoreConfig | None = None) -> None:
         self.config = config or CoreConfig()
         self.lateness = self.config.lateness
-        self.tickets_engine = TicketEngine(self.config.policies)
-        self.customers_engine = CustomerEngine(self.config.health, record_changes=self.config.record_health_changes)
+        self.labels = LabelLimiter(self.config.max_label_values, self.config.label_allowlist)
+        self.tickets_engine = TicketEngine(self.config.policies, self.labels)
+        self.customers_engine = CustomerEngine(
+            self.config.health, record_changes=self.config.record_health_changes, limit=self.labels
+        )
         self.max_event_ms = MIN_TIME
         self.slot_max: dict[int, int] = {}  # max event time per input slot
         self.lagging: frozenset[int] = frozenset()

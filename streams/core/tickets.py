@@ -19,6 +19,7 @@ from streams.core.events import (
     TicketReplied,
     TicketStatusChanged,
 )
+from streams.core.labels import LabelLimiter
 from streams.core.partials import Partials
 from streams.core.records import Dims, SlaRecord
 from streams.core.sla import SlaClock, SlaPolicies
@@ -130,8 +131,9 @@ class TimerRequest(msgspec.Struct, frozen=True):
 class TicketEngine:
     """Applies ticket events to ticket states. Pure: no I/O, no clocks."""
 
-    def __init__(self, policies: SlaPolicies) -> None:
+    def __init__(self, policies: SlaPolicies, limit: LabelLimiter | None = None) -> None:
         self.policies = policies
+        self.limit = limit or LabelLimiter()
 
     # -- events -----------------------------------------------------------------------
     def apply(self, ticket: TicketState, event: Event, out: Partials) -> list[TimerRequest]:
@@ -152,7 +154,8 @@ class TicketEngine:
         if t.created_ms is not None:
             return []  # a second ticket.created for the same ticket is ignored
         t.created_ms = ts
-        t.priority, t.channel, t.team, t.product = data.priority, data.channel, data.team, data.product
+        t.priority, t.channel = data.priority, data.channel
+        t.team, t.product = self.limit("team", data.team), self.limit("product", data.product)
         dims = t.dims()
         out.count("tickets_created", dims, ts)
         if t.status == "new":

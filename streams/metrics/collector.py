@@ -188,6 +188,11 @@ class WorkerCollector(Collector):
         for stage, value in sorted(s.recoveries.items()):
             recoveries.add_metric([stage], value)
         yield recoveries
+        overflow = CounterMetricFamily("crm_label_overflow", "label values beyond the bound, published as 'other'",
+                                       labels=["label"])
+        for label, value in sorted(s.label_overflow.items()):
+            overflow.add_metric([label], value)
+        yield overflow
         owned = GaugeMetricFamily("crm_owned_partitions", "partitions this worker owns", labels=["stage"])
         for (stage, _), value in sorted(s.owned.items()):
             owned.add_metric([stage], value)

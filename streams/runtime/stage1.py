@@ -90,6 +90,7 @@ class Stage1Task:
         self.idle = False
         self.reported_watermark: int | None = None
         self.idle_reported = False
+        self.reported_overflow: dict[str, int] = {}
         self.resume: dict[int, int] = {}
         self.last_sweep = time.monotonic()
 
@@ -117,6 +118,7 @@ class Stage1Task:
             return {}
         self.processor.restore(list(customers.values()), list(tickets.values()),
                                meta.applied_until_ms, meta.max_event_ms, meta.slot_max)
+        self.processor.labels.restore(meta.labels)
         self.skip_before = dict(meta.positions)
         self.skip_until_ms = meta.applied_until_ms
         self.positions = dict(meta.resume)
@@ -203,6 +205,9 @@ class Stage1Task:
         await self._commit(out, dead_letters, customers, tickets, forgotten, watermark)
         self.reported_watermark = watermark
         self.idle_reported = self.idle
+        for label, count in processor.labels.overflow.items():
+            stats.label_overflow[label] += count - self.reported_overflow.get(label, 0)
+            self.reported_overflow[label] = count
         stats.sla_events_from(out.sla)
         stats.signals_from(out.signals)
         stats.counts_from(out.aggs)
@@ -221,6 +226,7 @@ class Stage1Task:
             applied_until_ms=watermark,
             max_event_ms=self.processor.max_event_ms,
             slot_max=dict(self.processor.slot_max),
+            labels=self.processor.labels.snapshot(),
             positions=dict(self.positions),
             resume={slot: min(buffered.get(slot, pos), pos) for slot, pos in self.positions.items()},
         )

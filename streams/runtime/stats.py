@@ -63,6 +63,7 @@ class RuntimeStats:
     last_input: dict[int, float] = field(default_factory=dict)  # partition -> unix seconds
     owned: dict[tuple[str, str], int] = field(default_factory=dict)
     recoveries: Counter = field(default_factory=Counter)  # stage -> tasks restored after a failed batch
+    label_overflow: Counter = field(default_factory=Counter)  # label -> values mapped to "other"
     batch_sizes: dict[str, Histogram] = field(default_factory=dict)
     batch_seconds: dict[str, Histogram] = field(default_factory=dict)
 
@@ -84,6 +85,10 @@ class RuntimeStats:
             self.published[final] += 0
         for stage in ("stage1", "stage2"):
             self.recoveries[stage] += 0
+        from streams.core.labels import LIMITED_LABELS
+
+        for label in LIMITED_LABELS:
+            self.label_overflow[label] += 0
         return self
 
     def observe_batch(self, stage: str, size: int) -> None:
