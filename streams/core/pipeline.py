@@ -278,7 +278,10 @@ class Processor:
         self.tickets = {(t.customer_id, t.ticket_id): t for t in tickets}
         self.applied_until_ms = applied_until_ms
         self.max_event_ms = max_event_ms
-        self.slot_max = dict(slot_max or {})
+        # Input after the resume offsets is read again, so a slot's max event time may
+        # only count what was applied: otherwise a slot re-read from its resume offset
+        # would hold the watermark at a time its re-read events have not reached yet.
+        self.slot_max = {slot: min(ts, applied_until_ms) for slot, ts in (slot_max or {}).items()}
         self.timers = []
         for ticket in self.tickets.values():
             for timer in self.tickets_engine.timers_of(ticket):

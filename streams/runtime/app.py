@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import tempfile
+from pathlib import Path
 
 import faust
 from mode import Service
@@ -56,6 +58,9 @@ def create_app(settings: Settings) -> faust.App:
         web_enabled=False,  # /metrics is served by the worker (TLS/auth under our control)
         autodiscover=False,
         store="memory://",
+        # faust keeps a data directory per app; ours holds nothing worth keeping, and it
+        # must not land in whatever directory the worker was started from
+        datadir=str(Path(tempfile.gettempdir()) / "crm-kpi-faust" / "{appid}"),
         topic_replication_factor=settings.replication_factor,
         topic_partitions=1,
     )
