@@ -110,6 +110,21 @@ class Settings(BaseSettings):
     # --- logging -----------------------------------------------------------------
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="log level")
 
+    # --- metrics endpoint security -------------------------------------------------
+    metrics_tls_certfile: Path | None = Field(
+        None, description="certificate chain (PEM): serve /metrics over HTTPS"
+    )
+    metrics_tls_keyfile: Path | None = Field(None, description="private key (PEM) of metrics_tls_certfile")
+    metrics_basic_auth_user: str | None = Field(
+        None, description="user that /metrics requires (HTTP basic auth; /healthz stays open)"
+    )
+    metrics_basic_auth_password: SecretStr | None = Field(
+        None, description="password of that user (or use metrics_basic_auth_password_file)"
+    )
+    metrics_basic_auth_password_file: Path | None = Field(
+        None, description="file holding the /metrics basic-auth password"
+    )
+
     @field_validator("out_of_orderness", "grace", "allowed_lateness", "idle_timeout", "provisional_interval")
     @classmethod
     def _valid_duration(cls, value: str) -> str:
@@ -144,6 +159,27 @@ class Settings(BaseSettings):
             raise ValueError("ssl_certfile and ssl_keyfile go together (mTLS)")
         return self
 
+    @model_validator(mode="after")
+    def _metrics_security_consistent(self) -> Settings:
+        if (self.metrics_tls_certfile is None) != (self.metrics_tls_keyfile is None):
+            raise ValueError("metrics_tls_certfile and metrics_tls_keyfile go together")
+        for name in ("metrics_tls_certfile", "metrics_tls_keyfile", "metrics_basic_auth_password_file"):
+            path = getattr(self, name)
+            if path is not None and not Path(path).is_file():
+                raise ValueError(f"{name}: no such file: {path}")
+        has_password = self.metrics_basic_auth_password is not None or self.metrics_basic_auth_password_file is not None
+        if self.metrics_basic_auth_user is None:
+            if has_password:
+                raise ValueError("a metrics basic-auth password needs metrics_basic_auth_user")
+            return self
+        if not self.metrics_basic_auth_user or ":" in self.metrics_basic_auth_user:
+            raise ValueError("metrics_basic_auth_user must be non-empty and contain no ':'")
+        if not has_password:
+            raise ValueError("metrics_basic_auth_user needs metrics_basic_auth_password or metrics_basic_auth_password_file")
+        if not self.metrics_basic_auth_password_value():
+            raise ValueError("the metrics basic-auth password is empty")
+        return self
+
     # --- derived values (milliseconds) ---------------------------------------------
     @property
     def window_sizes(self) -> list[str]:
@@ -168,6 +204,14 @@ class Settings(BaseSettings):
     @property
     def provisional_interval_ms(self) -> int:
         return parse_duration(self.provisional_interval)
+
+    def metrics_basic_auth_password_value(self) -> str | None:
+        """The /metrics basic-auth password, from the setting or its file. Never log it."""
+        if self.metrics_basic_auth_password is not None:
+            return self.metrics_basic_auth_password.get_secret_value()
+        if self.metrics_basic_auth_password_file is not None:
+            return Path(self.metrics_basic_auth_password_file).read_text().strip()
+        return None
 
     def sasl_password_value(self) -> str | None:
         """The SASL password, from the setting or its file. Never log the result."""

@@ -60,7 +60,7 @@ def create_app(settings: Settings) -> faust.App:
         store="memory://",
         # faust keeps a data directory per app; ours holds nothing worth keeping, and it
         # must not land in whatever directory the worker was started from
-        datadir=str(Path(tempfile.gettempdir()) / "crm-kpi-faust" / "{appid}"),
+        datadir=str(Path(tempfile.gettempdir()) / "crm-kpi-faust" / settings.app_id),
         topic_replication_factor=settings.replication_factor,
         topic_partitions=1,
     )

@@ -40,7 +40,7 @@ class Worker:
         self.stage2 = Stage2(settings, self.config, self.stats)
         registry = CollectorRegistry(auto_describe=False)
         registry.register(WorkerCollector(self.stats, self.stage2.latest_records, settings.app_id))
-        self.server = MetricsServer(registry, settings.metrics_host, settings.metrics_port)
+        self.server = MetricsServer.from_settings(registry, settings)
         await self.server.start()
         await self.stage1.start()
         await self.stage2.start()
