@@ -51,6 +51,8 @@ def _credentials(settings: Settings):
 
 def create_app(settings: Settings) -> faust.App:
     """A faust App whose only service is the KPI worker."""
+    datadir = Path(tempfile.gettempdir()) / "crm-kpi-faust" / settings.app_id
+    datadir.parent.mkdir(parents=True, exist_ok=True)
     app = faust.App(
         f"{settings.app_id}-host",
         broker=_broker_url(settings),
@@ -60,7 +62,7 @@ def create_app(settings: Settings) -> faust.App:
         store="memory://",
         # faust keeps a data directory per app; ours holds nothing worth keeping, and it
         # must not land in whatever directory the worker was started from
-        datadir=str(Path(tempfile.gettempdir()) / "crm-kpi-faust" / settings.app_id),
+        datadir=str(datadir),
         topic_replication_factor=settings.replication_factor,
         topic_partitions=1,
     )
