@@ -20,7 +20,7 @@ import time
 from collections import defaultdict
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.errors import KafkaError
 from aiokafka.structs import OffsetAndMetadata
@@ -41,6 +41,7 @@ from streams.codec.state import (
 )
 from streams.core.pipeline import CoreConfig, Processor
 from streams.core.registry import BASE_BY_NAME, FAMILIES
+from streams.runtime.group import TaskGroup
 from streams.runtime.kafka import (
     MAX_MESSAGE_BYTES,
     Outgoing,
@@ -48,7 +49,6 @@ from streams.runtime.kafka import (
     client_options,
     group_options,
     read_partition,
-    reopen_with_backoff,
     send_atomically,
     stage1_changelog,
     transactional_producer,
@@ -249,31 +249,19 @@ class Stage1Task:
         self.resume = meta.resume
 
 
-class _Rebalance(ConsumerRebalanceListener):
-    def __init__(self, stage: Stage1) -> None:
-        self.stage = stage
-
-    async def on_partitions_revoked(self, revoked):
-        await self.stage.revoke({tp.partition for tp in revoked})
-
-    async def on_partitions_assigned(self, assigned):
-        await self.stage.assign({tp.partition for tp in assigned})
-
-
-class Stage1:
+class Stage1(TaskGroup):
     """The stage-1 consumer group member of this worker and its tasks."""
+
+    stage = "stage1"
 
     def __init__(self, settings: Settings, config: CoreConfig, stats: RuntimeStats, tasks_total: int) -> None:
         self.settings = settings
         self.config = config
-        self.stats = stats
         self.tasks_total = tasks_total
         self.partials_partitions = tasks_total
         self.inputs = settings.topics.inputs()
         self.slot_of = {topic: slot for slot, topic in enumerate(self.inputs)}
-        self.tasks: dict[int, Stage1Task] = {}
-        self.lock = asyncio.Lock()
-        self.consumer = AIOKafkaConsumer(
+        consumer = AIOKafkaConsumer(
             **client_options(settings),
             group_id=f"{settings.app_id}-stage1",
             enable_auto_commit=False,
@@ -284,17 +272,7 @@ class Stage1:
             max_partition_fetch_bytes=MAX_MESSAGE_BYTES,
             fetch_max_bytes=4 * MAX_MESSAGE_BYTES,
         )
-
-    async def start(self) -> None:
-        await self.consumer.start()
-        self.consumer.subscribe(self.inputs, listener=_Rebalance(self))
-
-    async def assign(self, partitions: set[int]) -> None:
-        async with self.lock:
-            for index in sorted(partitions - set(self.tasks)):
-                await self._open_task(index)
-            self.stats.owned[("stage1", "tasks")] = len(self.tasks)
-            log.info("stage1 owns partitions %s", sorted(self.tasks))
+        super().__init__(stats, consumer, self.inputs)
 
     async def _open_task(self, index: int) -> None:
         """Restore a task from its changelog and point the consumer at its resume offsets."""
@@ -313,22 +291,6 @@ class Stage1:
                 await self.consumer.seek_to_beginning(tp)
                 task.positions[slot] = 0
 
-    async def _recover(self, index: int, error: BaseException) -> None:
-        self.stats.recoveries["stage1"] += 1
-        await reopen_with_backoff("stage1", index, error, self._drop, self._open_task)
-
-    async def _drop(self, index: int) -> None:
-        task = self.tasks.pop(index, None)
-        if task is not None:
-            await task.close()
-
-    async def revoke(self, partitions: set[int]) -> None:
-        async with self.lock:
-            for index in sorted(partitions & set(self.tasks)):
-                await self.tasks.pop(index).close()
-                self.stats.forget_partition("stage1", self.inputs, index)
-            self.stats.owned[("stage1", "tasks")] = len(self.tasks)
-
     async def run(self, stopping: asyncio.Event) -> None:
         """Consume in batches until ``stopping`` is set, then finish the batch in hand."""
         while not stopping.is_set():
@@ -341,14 +303,8 @@ class Stage1:
                 for index, task in list(self.tasks.items()):
                     try:
                         await task.step(grouped.get(index, []), now, self._lagging(index, task))
-                    except TaskFenced:
-                        # the group moved this task while our loop was busy; the new owner
-                        # restored it from the changelog, so ours is stale: let it go
-                        log.warning("stage1 task %d was taken over by another worker; dropping it", index)
-                        await self.tasks.pop(index).close()
-                        self.stats.forget_partition("stage1", self.inputs, index)
-                    except (TimeoutError, KafkaError, OSError) as exc:
-                        await self._recover(index, exc)
+                    except (TaskFenced, TimeoutError, KafkaError, OSError) as exc:
+                        await self.handle_failure(index, exc)
                     await asyncio.sleep(0)
                 await self._commit_group_offsets()
                 self._record_lag()
@@ -382,10 +338,3 @@ class Stage1:
                 high = self.consumer.highwater(tp)
                 if high is not None:
                     self.stats.lag[(topic, index)] = max(0, high - task.positions.get(slot, 0))
-
-    async def stop(self) -> None:
-        async with self.lock:
-            for task in self.tasks.values():
-                await task.close()
-            self.tasks.clear()
-        await self.consumer.stop()  # leaves the group

@@ -14,7 +14,7 @@ import logging
 import time
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
 from streams.codec.records import encode_kpi, kpi_key
@@ -34,6 +34,7 @@ from streams.core.merge import Merger
 from streams.core.pipeline import CoreConfig
 from streams.core.records import KpiRecord
 from streams.core.windows import MIN_TIME
+from streams.runtime.group import TaskGroup
 from streams.runtime.kafka import (
     MAX_MESSAGE_BYTES,
     Outgoing,
@@ -41,7 +42,6 @@ from streams.runtime.kafka import (
     client_options,
     group_options,
     read_partition,
-    reopen_with_backoff,
     send_atomically,
     stage2_changelog,
     transactional_producer,
@@ -194,26 +194,16 @@ class Stage2Task:
         await send_atomically(self.producer, outgoing)
 
 
-class _Rebalance(ConsumerRebalanceListener):
-    def __init__(self, stage: Stage2) -> None:
-        self.stage = stage
+class Stage2(TaskGroup):
+    """The stage-2 consumer group member of this worker and its tasks."""
 
-    async def on_partitions_revoked(self, revoked):
-        await self.stage.revoke({tp.partition for tp in revoked})
+    stage = "stage2"
 
-    async def on_partitions_assigned(self, assigned):
-        await self.stage.assign({tp.partition for tp in assigned})
-
-
-class Stage2:
     def __init__(self, settings: Settings, config: CoreConfig, stats: RuntimeStats) -> None:
         self.settings = settings
         self.config = config
-        self.stats = stats
         self.topic = settings.topics.partials
-        self.tasks: dict[int, Stage2Task] = {}
-        self.lock = asyncio.Lock()
-        self.consumer = AIOKafkaConsumer(
+        consumer = AIOKafkaConsumer(
             **client_options(settings),
             group_id=f"{settings.app_id}-stage2",
             enable_auto_commit=False,
@@ -223,17 +213,7 @@ class Stage2:
             fetch_max_bytes=4 * MAX_MESSAGE_BYTES,
             **group_options(),
         )
-
-    async def start(self) -> None:
-        await self.consumer.start()
-        self.consumer.subscribe([self.topic], listener=_Rebalance(self))
-
-    async def assign(self, partitions: set[int]) -> None:
-        async with self.lock:
-            for index in sorted(partitions - set(self.tasks)):
-                await self._open_task(index)
-            self.stats.owned[("stage2", "tasks")] = len(self.tasks)
-            log.info("stage2 owns partitions %s", sorted(self.tasks))
+        super().__init__(stats, consumer, [self.topic])
 
     async def _open_task(self, index: int) -> None:
         task = Stage2Task(index, self)
@@ -249,22 +229,6 @@ class Stage2:
         else:
             self.consumer.seek(tp, position)
 
-    async def _recover(self, index: int, error: BaseException) -> None:
-        self.stats.recoveries["stage2"] += 1
-        await reopen_with_backoff("stage2", index, error, self._drop, self._open_task)
-
-    async def _drop(self, index: int) -> None:
-        task = self.tasks.pop(index, None)
-        if task is not None:
-            await task.close()
-
-    async def revoke(self, partitions: set[int]) -> None:
-        async with self.lock:
-            for index in sorted(partitions & set(self.tasks)):
-                await self.tasks.pop(index).close()
-                self.stats.forget_partition("stage2", [self.topic], index)
-            self.stats.owned[("stage2", "tasks")] = len(self.tasks)
-
     async def run(self, stopping: asyncio.Event) -> None:
         while not stopping.is_set():
             data = await self.consumer.getmany(timeout_ms=200, max_records=2_000)
@@ -279,13 +243,8 @@ class Stage2:
                     caught_up = not messages or (high is not None and messages[-1].offset + 2 >= high)
                     try:
                         await task.step(messages, now, caught_up)
-                    except TaskFenced:
-                        log.warning("stage2 task %d was taken over by another worker; dropping it", index)
-                        await self.tasks.pop(index).close()
-                        self.stats.forget_partition("stage2", [self.topic], index)
-                        continue
-                    except (TimeoutError, KafkaError, OSError) as exc:
-                        await self._recover(index, exc)
+                    except (TaskFenced, TimeoutError, KafkaError, OSError) as exc:
+                        await self.handle_failure(index, exc)
                         continue
                     await asyncio.sleep(0)
                     if high is not None:
@@ -299,10 +258,3 @@ class Stage2:
         for task in self.tasks.values():
             records.extend(task.merger.latest_final().values())
         return records
-
-    async def stop(self) -> None:
-        async with self.lock:
-            for task in self.tasks.values():
-                await task.close()
-            self.tasks.clear()
-        await self.consumer.stop()
