@@ -11,7 +11,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import ProducerFenced
+from aiokafka.errors import IllegalOperation, ProducerFenced
 from aiokafka.helpers import create_ssl_context
 
 from streams.settings import Settings
@@ -146,7 +146,9 @@ async def send_atomically(producer: AIOKafkaProducer, records: list[Outgoing]) -
             if count % 2_000 == 0:
                 await asyncio.sleep(0)  # let heartbeats and scrapes run during big batches
         await producer.commit_transaction()
-    except ProducerFenced as exc:
+    except (ProducerFenced, IllegalOperation) as exc:
+        # a fence can also surface as IllegalOperation: aiokafka's sender stops on
+        # ProducerFenced and the next send finds no transaction any more
         await asyncio.gather(*futures, return_exceptions=True)
         raise TaskFenced(str(exc)) from exc
     except BaseException:

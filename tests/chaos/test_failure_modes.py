@@ -1,9 +1,10 @@
 """Failure modes the chaos runs ran into, reproduced deterministically on the real broker.
 
-Both are runtime bugs, open at the time of writing; the tests are ``xfail(strict=True)``,
-so they fail the suite as soon as the runtime is fixed (then drop the marker):
+The first was fixed (``send_atomically`` maps ``IllegalOperation`` to ``TaskFenced``); the
+second is open and its test is ``xfail(strict=True)``, so it fails the suite as soon as the
+runtime is fixed (then drop the marker):
 
-1. A task whose producer is fenced while its batch is still being sent does not raise
+1. (fixed) A task whose producer is fenced while its batch is still being sent does not raise
    ``TaskFenced``: aiokafka's sender dies on ``ProducerFenced``, the transaction manager
    goes to FATAL_ERROR, and the next ``producer.send`` raises ``IllegalOperation`` ("Can't
    send messages while not in transaction"), which is neither ``TaskFenced`` nor a
@@ -51,8 +52,6 @@ class BusyLoop:
 
 
 @pytest.mark.timeout(120)
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="runtime bug: IllegalOperation escapes send_atomically after a fence mid-batch")
 def test_a_producer_fenced_in_the_middle_of_a_batch_raises_task_fenced(kafka):
     topic = kafka.new_topic("fence", partitions=3)
     settings = Settings(bootstrap_servers=kafka.bootstrap, app_id=f"fence-{os.getpid()}")
