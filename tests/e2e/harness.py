@@ -24,6 +24,13 @@ from streams.core.events import Event, make_event, topic_for
 REPO = Path(__file__).resolve().parents[2]
 
 
+def topic_env(prefix: str) -> dict[str, str]:
+    """Environment that gives a worker its own set of topics (``<prefix>.<name>``)."""
+    from streams.settings import Topics
+
+    return {f"CRM_KPI_TOPICS__{name.upper()}": f"{prefix}.{name}" for name in Topics.model_fields}
+
+
 def heartbeat_events(partitions: int, at_ms: int) -> list[tuple[int, Event]]:
     """One ``session.started`` per partition at the same instant, produced to each
     partition explicitly: it moves every partition's event time to ``at_ms``, so the

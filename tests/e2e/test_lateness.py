@@ -15,9 +15,9 @@ import pytest
 from streams import localkafka
 from streams.codec import encode_event
 from streams.core.events import make_event, topic_for
-from tests.e2e.harness import WorkerProcess, heartbeat_events, produce
+from tests.e2e.harness import WorkerProcess, heartbeat_events, produce, topic_env
 from tests.e2e.prom import free_port
-from tests.e2e.test_stream_equals_replay import PARTITIONS, topic_env, wait_idle
+from tests.e2e.test_stream_equals_replay import PARTITIONS, wait_idle
 from tests.eventgen import generate
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]

@@ -33,6 +33,7 @@ from tests.e2e.harness import (
     produce,
     read_topic,
     replay_kpis,
+    topic_env,
 )
 from tests.e2e.prom import Prometheus, free_port
 
@@ -75,11 +76,6 @@ def workload() -> Workload:
     assert work.replay.accepted >= EVENTS, f"simulated only {work.replay.accepted} events"
     assert work.flaws["duplicate"] > 0 and work.flaws["malformed"] > 0
     return work
-
-
-def topic_env(prefix: str) -> dict[str, str]:
-    names = ("tickets", "interactions", "purchases", "kpi", "sla", "signals", "dlq", "partials")
-    return {f"CRM_KPI_TOPICS__{n.upper()}": f"{prefix}.{n}" for n in names}
 
 
 def metrics_lag(ports: list[int]) -> int | None:

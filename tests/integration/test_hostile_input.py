@@ -46,6 +46,7 @@ from tests.e2e.harness import (
     produce,
     read_topic,
     replay_kpis,
+    topic_env,
 )
 from tests.e2e.prom import free_port
 
@@ -53,7 +54,6 @@ pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
 TOTAL = 10_000
 PARTITIONS = 6
-NAMES = ("tickets", "interactions", "purchases", "kpi", "sla", "signals", "dlq", "partials")
 GOOD = None  # expected reason of a message the codec accepts
 
 
@@ -278,9 +278,6 @@ def build_workload() -> HostileWorkload:
         signals=sorted(encode_signal(s) for s in replay.signals),
     )
 
-
-def topic_env(prefix: str) -> dict[str, str]:
-    return {f"CRM_KPI_TOPICS__{n.upper()}": f"{prefix}.{n}" for n in NAMES}
 
 
 def create_inputs(bootstrap: str, env: dict[str, str]) -> dict[str, str]:

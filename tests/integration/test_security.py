@@ -46,13 +46,13 @@ from tests.e2e.harness import (
     produce,
     read_topic,
     replay_kpis,
+    topic_env,
 )
 from tests.e2e.prom import free_port
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
 PARTITIONS = 3
-NAMES = ("tickets", "interactions", "purchases", "kpi", "sla", "signals", "dlq", "partials")
 SCRAM_USER, PLAIN_USER, METRICS_USER = "crm-kpi-scram", "crm-kpi-plain", "prometheus"
 # every label a worker may export: the KPI dimensions (bounded, see CRM_KPI_MAX_LABEL_VALUES)
 # and the pipeline's own (docs/metrics.md); anything else would be a leak
@@ -202,9 +202,6 @@ def workload() -> Workload:
 
 # --------------------------------------------------------------------------- workers and /metrics
 
-
-def topic_env(prefix: str) -> dict[str, str]:
-    return {f"CRM_KPI_TOPICS__{n.upper()}": f"{prefix}.{n}" for n in NAMES}
 
 
 def fetch(port: int, path: str = "/metrics", *, tls: ssl.SSLContext | None = None,
