@@ -1,7 +1,7 @@
 """Core fold throughput: events/s through Processor and Merger on one core, decode excluded.
 
 Run: ``python -m bench.core_bench [--events 200000] [--source simulate|eventgen] [--batch 5000]
-[--repeat 2] [--profile 20]``
+[--repeat 2] [--gc worker|default] [--profile 20]``
 
 Input (``--source``): a simulated day of CRM activity for enough customers to reach
 ``--events`` — from the project simulator ``streams.simulate`` (the default: realistic
@@ -182,6 +182,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=5_000, help="events per offer/advance/drain")
     parser.add_argument("--repeat", type=int, default=2, help="runs; the fastest fold counts")
     parser.add_argument("--windows", default="5m,1h,1d,30d", help="window sizes")
+    parser.add_argument("--gc", choices=("worker", "default"), default="worker",
+                        help="garbage-collector thresholds: the worker's tuned ones or CPython's defaults")
     parser.add_argument("--profile", type=int, default=0, metavar="N",
                         help="also profile one run and print the top N functions")
     args = parser.parse_args()
@@ -200,9 +202,13 @@ def main() -> None:
         f"from {args.source} ({customers:,} customers, {tickets:,} tickets, "
         f"{(events[-1].occurred_at_ms - events[0].occurred_at_ms) / DAY_MS:.1f} days of event time) "
         f"generated in {generated_s:.1f} s; "
-        f"windows {args.windows}; batches of {args.batch:,}; best of {args.repeat}"
+        f"windows {args.windows}; batches of {args.batch:,}; best of {args.repeat}; gc {args.gc}"
     )
 
+    if args.gc == "worker":
+        from streams.runtime.worker import tune_gc
+
+        tune_gc()  # as the streaming worker runs (after the input exists, like its restored state)
     base = min(baseline_seconds(events) for _ in range(max(3, args.repeat)))
     runs = [run_core(events, args.batch, config) for _ in range(args.repeat)]
     best = min(runs, key=lambda timing: timing.fold)

@@ -4,14 +4,18 @@ topic keys consumers upsert on."""
 
 from __future__ import annotations
 
+import functools
+
 import orjson
 
 from streams.codec.events import format_ts
 from streams.core.records import ChurnSignal, HealthChange, KpiRecord, SlaRecord, dims_key
 
 
+@functools.lru_cache(maxsize=4096)
 def window_ts(ms: int) -> str:
-    """Window bounds are whole seconds: ``2026-11-01T10:00:00Z`` (catalogue §5)."""
+    """Window bounds are whole seconds: ``2026-11-01T10:00:00Z`` (catalogue §5).
+    Memoised: every record of a window carries the same bounds, twice (value and key)."""
     text = format_ts(ms)
     return text.replace(".000Z", "Z") if ms % 1000 == 0 else text
 

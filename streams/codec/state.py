@@ -17,7 +17,7 @@ from streams.core.aggregates import decode_partial, encode_partial
 from streams.core.customers import CustomerState
 from streams.core.merge import SpecMeta
 from streams.core.partials import PartialKey
-from streams.core.records import Contribution, Dims
+from streams.core.records import Dims
 from streams.core.sla import SlaClock, SlaPolicies
 from streams.core.tickets import SlaSlot, TicketState
 
@@ -86,13 +86,8 @@ def decode_customer(raw: bytes) -> CustomerState:
     state = _customer_dec.decode(raw)
     # msgpack has no tuples: restore the tuple-typed fields
     state.subscriptions = {k: tuple(v) for k, v in state.subscriptions.items()}
-    state.orders = {k: tuple(v) for k, v in state.orders.items()}
-    state.breaches = [tuple(x) for x in state.breaches]
-    state.reopens = [tuple(x) for x in state.reopens]
-    state.refunds = [tuple(x) for x in state.refunds]
-    state.contributions = tuple(
-        c if isinstance(c, Contribution) else Contribution(*c) for c in state.contributions
-    )
+    if state.orders is not None:
+        state.orders = {k: tuple(v) for k, v in state.orders.items()}
     return state
 
 

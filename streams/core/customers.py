@@ -99,25 +99,29 @@ class LeadState(msgspec.Struct, array_like=True):
         return tuple(sets)
 
 
-class CustomerState(msgspec.Struct):
+class CustomerState(msgspec.Struct, gc=False):
+    """One customer's state. A worker holds one per customer it has seen (a million is
+    normal), so it is kept small: the recent-event lists are tuples (the empty one is
+    shared), orders and leads exist only once there is one, and the struct is not
+    tracked by the garbage collector (it holds no reference cycles)."""
+
     customer_id: str
     first_commercial_ms: int | None = None
     subscriptions: dict[str, tuple[int, str]] = msgspec.field(default_factory=dict)
-    orders: dict[str, tuple[str, str, str]] = msgspec.field(default_factory=dict)
+    orders: dict[str, tuple[str, str, str]] | None = None
     last_event_ms: int | None = None
-    sessions: list[int] = msgspec.field(default_factory=list)
+    sessions: tuple[int, ...] = ()
     last_nps: int | None = None
     last_csat: int | None = None
-    breaches: list[tuple[int, str]] = msgspec.field(default_factory=list)
-    reopens: list[tuple[int, str]] = msgspec.field(default_factory=list)
-    refunds: list[tuple[int, str]] = msgspec.field(default_factory=list)
-    expansions: list[int] = msgspec.field(default_factory=list)
+    breaches: tuple[tuple[int, str], ...] = ()
+    reopens: tuple[tuple[int, str], ...] = ()
+    refunds: tuple[tuple[int, str], ...] = ()
+    expansions: tuple[int, ...] = ()
     open_tickets: int = 0
     health: float | None = None
     inactivity_due_ms: int | None = None  # the one armed inactivity timer, if any
     seen: dict[str, int] = msgspec.field(default_factory=dict)  # applied event id -> time (dedupe)
-    contributions: tuple[Contribution, ...] = ()
-    leads: dict[str, LeadState] = msgspec.field(default_factory=dict)  # lead_id -> state, bounded
+    leads: dict[str, LeadState] | None = None  # lead_id -> state, bounded
 
     @property
     def subscribed(self) -> bool:
@@ -129,6 +133,8 @@ class CustomerState(msgspec.Struct):
 HEALTH_INPUTS: Final = (
     PurchaseCompleted, PurchaseRefunded, SubscriptionStarted, SubscriptionCancelled, SessionStarted, SurveyAnswered,
 )
+
+COMPONENTS: Final = ("engagement", "satisfaction", "support", "commercial")  # the order of HealthConfig.weights
 
 Signal = tuple[str, tuple[str, ...], str]  # (signal name, evidence event ids, detail)
 
@@ -142,11 +148,11 @@ class InactivityTimer(msgspec.Struct, frozen=True):
     token: int  # the due time it was armed for (stale entries are ignored)
 
 
-def _recent(items: list, now_ms: int, lookback_ms: int, key=lambda item: item) -> list:
-    """Drop entries older than the lookback and cap the list length."""
+def _recent(items: tuple, now_ms: int, lookback_ms: int, key=lambda item: item) -> tuple:
+    """Drop entries older than the lookback and cap the length."""
     cutoff = now_ms - lookback_ms
     kept = [item for item in items if key(item) > cutoff]
-    return kept[-MAX_RECENT:]
+    return tuple(kept[-MAX_RECENT:])
 
 
 class CustomerEngine:
@@ -159,6 +165,7 @@ class CustomerEngine:
         self.limit = limit or LabelLimiter()  # bounds currency, product, campaign, lead channel
         self.record_changes = record_changes  # keep HealthChange records (replay --health-out)
         self._weights = tuple(self.config.weights().items())
+        assert tuple(name for name, _ in self._weights) == COMPONENTS
         self._total_weight = math.fsum(w for _, w in self._weights)
 
     # -- events --------------------------------------------------------------------------------
@@ -188,8 +195,7 @@ class CustomerEngine:
                 dims = ((), (("channel", data.channel),))
                 out.sample("average_handle_time_seconds", dims, ts, data.handle_time_s)
         elif isinstance(data, SessionStarted):
-            c.sessions.append(ts)
-            c.sessions = _recent(c.sessions, ts, self.config.lookback_ms)
+            c.sessions = _recent((*c.sessions, ts), ts, self.config.lookback_ms)
         elif isinstance(data, SurveyAnswered):
             signal = self._survey(c, event, data, out)
         elif isinstance(data, LEAD_EVENTS):
@@ -221,14 +227,16 @@ class CustomerEngine:
         out.distinct("purchasing_customers", OVERALL, ts, c.customer_id)
         if data.kind in ("upsell", "cross_sell"):
             out.distinct("expanding_customers", OVERALL, ts, c.customer_id)
-            c.expansions = _recent([*c.expansions, ts], ts, self.config.lookback_ms)
-        c.orders[data.order_id] = (currency, product, data.kind)
-        if len(c.orders) > MAX_REMEMBERED_ORDERS:
-            del c.orders[next(iter(c.orders))]
+            c.expansions = _recent((*c.expansions, ts), ts, self.config.lookback_ms)
+        orders = c.orders if c.orders is not None else {}
+        c.orders = orders
+        orders[data.order_id] = (currency, product, data.kind)
+        if len(orders) > MAX_REMEMBERED_ORDERS:
+            del orders[next(iter(orders))]
 
     def _refund(self, c: CustomerState, event: Event, data: PurchaseRefunded, out: Partials) -> Signal:
         ts = event.occurred_at_ms
-        order = c.orders.get(data.order_id)
+        order = c.orders.get(data.order_id) if c.orders else None
         currency = self.limit("currency", data.currency)
         if order is not None and order[0] == currency:
             dims = money_dims(currency, order[1], order[2])
@@ -236,7 +244,7 @@ class CustomerEngine:
             dims = ((("currency", currency),),)
         out.total("refunds_minor", dims, ts, data.amount_minor)
         out.count("refunds", dims, ts)
-        c.refunds = _recent([*c.refunds, (ts, event.event_id)], ts, self.config.lookback_ms, _first)
+        c.refunds = _recent((*c.refunds, (ts, event.event_id)), ts, self.config.lookback_ms, _first)
         return ("refund", (event.event_id,), f"order {data.order_id}")
 
     def _subscribe(self, c: CustomerState, data: SubscriptionStarted, ts: int, out: Partials) -> None:
@@ -280,11 +288,13 @@ class CustomerEngine:
         channel/campaign of the lead's lead.created (overall only when it is unknown).
         Each lead is created, first contacted, converted and lost at most once: repeats
         of the same step are ignored, like a second ticket.created."""
-        lead = c.leads.get(data.lead_id)
+        leads = c.leads if c.leads is not None else {}
+        c.leads = leads
+        lead = leads.get(data.lead_id)
         if lead is None:
-            lead = c.leads[data.lead_id] = LeadState()
-            if len(c.leads) > MAX_REMEMBERED_LEADS:
-                del c.leads[next(iter(c.leads))]
+            lead = leads[data.lead_id] = LeadState()
+            if len(leads) > MAX_REMEMBERED_LEADS:
+                del leads[next(iter(leads))]
         if isinstance(data, LeadCreated):
             if lead.created_ms is not None:
                 return  # a second lead.created of the same lead is no new lead
@@ -321,13 +331,13 @@ class CustomerEngine:
         c.open_tickets = max(0, c.open_tickets + open_delta)
         signal: Signal | None = None
         if reopened_by is not None:
-            c.reopens = _recent([*c.reopens, (ts, reopened_by)], ts, lookback, _first)
+            c.reopens = _recent((*c.reopens, (ts, reopened_by)), ts, lookback, _first)
             if len(c.reopens) == self.config.reopens_threshold:
                 signal = (
                     "reopened_repeatedly", tuple(i for _, i in c.reopens), f"{len(c.reopens)} reopens in lookback"
                 )
         if breached_ticket is not None:
-            c.breaches = _recent([*c.breaches, (ts, breached_ticket)], ts, lookback, _first)
+            c.breaches = _recent((*c.breaches, (ts, breached_ticket)), ts, lookback, _first)
             if len(c.breaches) == self.config.breaches_threshold:
                 signal = (
                     "sla_breached_repeatedly", tuple(i for _, i in c.breaches),
@@ -354,9 +364,15 @@ class CustomerEngine:
     # -- health ----------------------------------------------------------------------------------
     def components(self, c: CustomerState, now_ms: int) -> dict[str, float]:
         """Component scores 0-100 at ``now_ms`` (see docs/health.md for the rules)."""
+        return dict(zip(COMPONENTS, self._scores(c, now_ms), strict=True))
+
+    def _scores(self, c: CustomerState, now_ms: int) -> tuple[float, float, float, float]:
+        """(engagement, satisfaction, support, commercial) at ``now_ms``: the hot path of
+        every health recompute, so the empty lists (most customers have no breach,
+        reopen, refund or expansion) cost one truth test each."""
         cfg = self.config
         cutoff = now_ms - cfg.lookback_ms
-        sessions = [t for t in c.sessions if t > cutoff]
+        sessions = [t for t in c.sessions if t > cutoff] if c.sessions else c.sessions
         frequency = min(1.0, len(sessions) / cfg.sessions_for_full_engagement)
         if sessions:
             age_days = (now_ms - sessions[-1]) / DAY_MS
@@ -364,35 +380,39 @@ class CustomerEngine:
         else:
             recency = 0.0
         engagement = 100.0 * (0.5 * frequency + 0.5 * recency)
-        answers = []
-        if c.last_nps is not None:
-            answers.append(c.last_nps * 10.0)
-        if c.last_csat is not None:
-            answers.append((c.last_csat - 1) * 25.0)
-        satisfaction = sum(answers) / len(answers) if answers else 50.0
-        breaches = sum(1 for t, _ in c.breaches if t > cutoff)
-        reopens = sum(1 for t, _ in c.reopens if t > cutoff)
+        nps, csat = c.last_nps, c.last_csat
+        if nps is not None and csat is not None:
+            satisfaction = (nps * 10.0 + (csat - 1) * 25.0) / 2
+        elif nps is not None:
+            satisfaction = nps * 10.0
+        elif csat is not None:
+            satisfaction = (csat - 1) * 25.0
+        else:
+            satisfaction = 50.0
+        breaches = sum(1 for t, _ in c.breaches if t > cutoff) if c.breaches else 0
+        reopens = sum(1 for t, _ in c.reopens if t > cutoff) if c.reopens else 0
         support = _clamp(100.0 - 25.0 * breaches - 15.0 * reopens - 5.0 * c.open_tickets)
-        refunds = sum(1 for t, _ in c.refunds if t > cutoff)
-        expansions = sum(1 for t in c.expansions if t > cutoff)
-        commercial = _clamp((60.0 if c.subscribed else 20.0) + 20.0 * min(expansions, 1) - 30.0 * min(refunds, 1))
-        return {"engagement": engagement, "satisfaction": satisfaction, "support": support, "commercial": commercial}
+        refunds = 1 if c.refunds and any(t > cutoff for t, _ in c.refunds) else 0
+        expansions = 1 if c.expansions and any(t > cutoff for t in c.expansions) else 0
+        commercial = _clamp((60.0 if c.subscriptions else 20.0) + 20.0 * expansions - 30.0 * refunds)
+        return engagement, satisfaction, support, commercial
 
     def recompute(
         self, c: CustomerState, now_ms: int, cause_id: str, out: Partials, signal: Signal | None = None
     ) -> None:
         """Recompute the health score; record the change and any pending churn signal."""
-        scores = self.components(c, now_ms)
-        points = [round(weight * scores[name] / self._total_weight, 6) for name, weight in self._weights]
+        scores = self._scores(c, now_ms)
+        total = self._total_weight
+        points = [round(weight * score / total, 6) for (_, weight), score in zip(self._weights, scores, strict=True)]
         after = round(math.fsum(points), 6)
         before = c.health if c.health is not None else after
         if c.health is None or after != c.health:
-            c.contributions = tuple(
-                Contribution(name, round(scores[name], 6), weight, point)
-                for (name, weight), point in zip(self._weights, points, strict=True)
-            )
-            if self.record_changes:
-                out.health.append(HealthChange(c.customer_id, now_ms, cause_id, before, after, c.contributions))
+            if self.record_changes:  # the breakdown is only for health-change records
+                contributions = tuple(
+                    Contribution(name, round(score, 6), weight, point)
+                    for (name, weight), score, point in zip(self._weights, scores, points, strict=True)
+                )
+                out.health.append(HealthChange(c.customer_id, now_ms, cause_id, before, after, contributions))
             out.sample("customer_health_score", OVERALL, now_ms, after)
             c.health = after
         if signal is not None:

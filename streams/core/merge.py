@@ -32,8 +32,11 @@ from streams.core.windows import MIN_TIME, Lateness, WindowSpec
 PROVISIONAL_REVISION = -1
 
 
+_LEVEL_BASES = frozenset(name for name, base in BASE_BY_NAME.items() if base.aggregate == "level")
+
+
 def _is_level(base: str) -> bool:
-    return BASE_BY_NAME[base].aggregate == "level"
+    return base in _LEVEL_BASES
 
 
 def _fingerprint(record: KpiRecord) -> tuple:
@@ -43,10 +46,13 @@ def _fingerprint(record: KpiRecord) -> tuple:
 class _SpecState:
     """Buckets and publication state of one window spec."""
 
-    __slots__ = ("spec", "buckets", "index", "levels", "level_base", "known", "dirty", "finalized", "published")
+    __slots__ = ("spec", "name", "position", "buckets", "index", "levels", "level_base", "known", "dirty",
+                 "finalized", "published")
 
-    def __init__(self, spec: WindowSpec) -> None:
+    def __init__(self, spec: WindowSpec, position: int) -> None:
         self.spec = spec
+        self.name = spec.name  # "5m", "1h"... (computed once: it is on every record)
+        self.position = position  # index in Merger.states (changelog keys)
         self.buckets: dict[tuple[str, Dims, int], object] = {}
         self.index: dict[int, set[tuple[str, Dims]]] = defaultdict(set)  # bucket -> keys present
         self.levels: dict[tuple[str, Dims], dict[int, int]] = defaultdict(dict)  # bucket deltas
@@ -63,7 +69,7 @@ class Merger:
     def __init__(self, specs: tuple[WindowSpec, ...], lateness: Lateness, min_sample: int) -> None:
         self.lateness = lateness
         self.min_sample = min_sample
-        self.states = [_SpecState(spec) for spec in specs]
+        self.states = [_SpecState(spec, i) for i, spec in enumerate(specs)]
         self.watermark = MIN_TIME
         self.dropped_late = 0  # partial aggregates that arrived after their window expired
         # changelog support: what changed since the last take_changes()
@@ -74,33 +80,52 @@ class Merger:
 
     # -- input --------------------------------------------------------------------------------
     def add(self, partials: dict[PartialKey, object]) -> None:
-        """Merge one batch of pane partials (the batch is not modified)."""
+        """Merge one batch of pane partials (the batch is not modified).
+
+        Partials are grouped by pane first: everything that depends only on the pane
+        and the window spec (bucket, expiry, the windows it touches) is done once per
+        pane and spec, not once per partial."""
+        by_pane: dict[int, list[tuple[str, Dims, object]]] = {}
         for (base, dims, pane), agg in partials.items():
-            level = _is_level(base)
-            for index, state in enumerate(self.states):
-                spec = state.spec
+            items = by_pane.get(pane)
+            if items is None:
+                items = by_pane[pane] = []
+            items.append((base, dims, agg))
+        watermark, expired = self.watermark, self.lateness.expired
+        changed = self._changed_buckets
+        for index, state in enumerate(self.states):
+            spec = state.spec
+            size = spec.size_ms
+            buckets, levels = state.buckets, state.levels
+            for pane, items in by_pane.items():
                 bucket = spec.bucket_start(pane)
-                if self.lateness.expired(bucket + spec.size_ms, self.watermark):
-                    self.dropped_late += 1
+                if expired(bucket + size, watermark):
+                    self.dropped_late += len(items)
                     continue
-                key = (base, dims, bucket)
-                existing = state.buckets.get(key)
-                if existing is None:
-                    state.buckets[key] = agg.copy()
-                else:
-                    existing.merge(agg)
-                self._changed_buckets.add((index, base, dims, bucket))
-                self._removed_buckets.discard((index, base, dims, bucket))
-                state.index[bucket].add((base, dims))
+                present = state.index[bucket]
+                touched_level = False
+                for base, dims, agg in items:
+                    key = (base, dims, bucket)
+                    existing = buckets.get(key)
+                    if existing is None:
+                        buckets[key] = agg.copy()
+                    else:
+                        existing.merge(agg)
+                    # (an evicted bucket never comes back: eviction and the expiry
+                    # check above use the same monotonic watermark)
+                    changed.add((index, base, dims, bucket))
+                    present.add((base, dims))
+                    if _is_level(base):
+                        series = levels[(base, dims)]
+                        series[bucket] = series.get(bucket, 0) + agg.delta
+                        touched_level = True
                 for start in spec.windows_of_bucket(bucket):
-                    if not self.lateness.expired(start + spec.size_ms, self.watermark):
+                    if not expired(start + size, watermark):
                         state.dirty.add(start)
                         state.known.add(start)
-                if level:
-                    series = state.levels[(base, dims)]
-                    series[bucket] = series.get(bucket, 0) + agg.delta
+                if touched_level:
                     # the level of every later window moved too
-                    state.dirty.update(start for start in state.known if start + spec.size_ms > bucket)
+                    state.dirty.update(start for start in state.known if start + size > bucket)
 
     # -- output ---------------------------------------------------------------------------------
     def advance(self, watermark: int) -> list[KpiRecord]:
@@ -191,9 +216,9 @@ class Merger:
         if final:
             state.finalized.add(start)
         records: list[KpiRecord] = []
-        index = self.states.index(state)
+        index, name = state.position, state.name
         for kpi, dims, value, n, stats in derived:
-            record = KpiRecord(kpi, spec.name, start, end, dims, value, n, stats)
+            record = KpiRecord(kpi, name, start, end, dims, value, n, stats)
             key = (kpi, dims, start)
             print_ = _fingerprint(record)
             previous = state.published.get(key)
@@ -219,7 +244,7 @@ class Merger:
 
     def _evict(self, state: _SpecState) -> None:
         spec = state.spec
-        index = self.states.index(state)
+        index = state.position
         expired = self.lateness.expired
         for bucket in [b for b in state.index if expired(b + spec.size_ms, self.watermark)]:
             for base, dims in state.index.pop(bucket):

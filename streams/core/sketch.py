@@ -198,12 +198,12 @@ class QuantileSketch:
         assert lowest is not None and highest is not None
         cumulative = self.zero_count
         items = iter(sorted(self.buckets.items()))
-        representative = 0.0
+        index = None  # bucket holding the rank; None: the zero bucket
         for rank, position in wanted:
             while cumulative <= rank:
                 index, bucket_count = next(items)
                 cumulative += bucket_count
-                representative = self._representative(index)
+            representative = 0.0 if index is None else self._representative(index)
             out[position] = min(max(representative, lowest), highest)
         for position, q in enumerate(qs):
             if q == 0.0:
@@ -247,7 +247,7 @@ class QuantileSketch:
         alpha, count, sum_milli, low, high, zero_count, pairs = msgspec.convert(data, _WireType)
         sketch = cls(alpha)
         buckets = dict(pairs)
-        if len(buckets) != len(pairs) or any(c < 1 for c in buckets.values()):
+        if len(buckets) != len(pairs) or min(buckets.values(), default=1) < 1:
             raise ValueError("sketch wire: duplicate bucket index or non-positive bucket count")
         if zero_count < 0 or count != zero_count + sum(buckets.values()):
             raise ValueError("sketch wire: count does not match the bucket counts")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import math
 from collections.abc import Callable
 from typing import Any
@@ -170,7 +171,11 @@ def test_distinct_counts_each_id_once_and_merges_by_union():
     assert a.count == 2
     a.merge(b)
     assert a.count == 3
-    assert a.to_wire() == sorted(member_hash(m) for m in ("c1", "c2", "c3"))
+    hashes = sorted(member_hash(m) for m in ("c1", "c2", "c3"))
+    assert a.to_wire() == b"".join(h.to_bytes(8, "big") for h in hashes)  # packed, sorted
+    assert Distinct.from_wire(a.to_wire()) == a
+    assert Distinct.from_wire(hashes) == a  # the earlier wire form: a list of ints
+    assert Distinct.from_wire(base64.b64encode(a.to_wire()).decode()) == a  # bytes through JSON
 
 
 def test_member_hash_is_stable_across_processes():
@@ -185,6 +190,10 @@ def test_distinct_wire_rejects_out_of_range_hashes():
         Distinct.from_wire([2**64])
     with pytest.raises(ValueError):
         Distinct.from_wire([-1])
+    with pytest.raises(ValueError):
+        Distinct.from_wire(b"\x00" * 7)  # not whole 64-bit hashes
+    with pytest.raises(ValueError):
+        Distinct.from_wire("not base64!")
 
 
 # -- registry and wire --------------------------------------------------------------------------

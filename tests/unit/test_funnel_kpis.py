@@ -236,8 +236,11 @@ def test_lead_memory_per_customer_is_bounded():
 
 def test_lead_state_survives_the_changelog_encoding():
     state = CustomerState("P1")
-    state.leads["L1"] = LeadState(created_ms=W9, channel="search", campaign="cmp-a", contacted=True)
-    state.leads["LX"] = LeadState(converted=True)
+    assert state.leads is None  # a customer without leads carries no dict for them
+    state.leads = {
+        "L1": LeadState(created_ms=W9, channel="search", campaign="cmp-a", contacted=True),
+        "LX": LeadState(converted=True),
+    }
     restored = decode_customer(encode_customer(state))
     assert restored.leads == state.leads
     assert restored.leads["L1"].dims() == ((), (("channel", "search"),), (("campaign", "cmp-a"),))
