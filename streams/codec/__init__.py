@@ -17,7 +17,8 @@ from streams.codec.events import (
     format_ts,
     parse_ts,
 )
-from streams.codec.reasons import REASON_DESCRIPTIONS, Reason
+from streams.codec.partitioning import HomePartitions, default_partition, misrouted, murmur2
+from streams.codec.reasons import REASON_DESCRIPTIONS, ROUTING_REASONS, Reason
 
 __all__ = [
     "DEFAULT_MAX_BYTES",
@@ -25,14 +26,19 @@ __all__ = [
     "MAX_TS_MS",
     "MIN_TS_MS",
     "REASON_DESCRIPTIONS",
+    "ROUTING_REASONS",
     "DlqRecord",
+    "HomePartitions",
     "Reason",
     "Rejected",
     "decode_dlq",
     "decode_event",
+    "default_partition",
     "dlq_record",
     "encode_dlq",
     "encode_event",
     "format_ts",
+    "misrouted",
+    "murmur2",
     "parse_ts",
 ]

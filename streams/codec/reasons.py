@@ -3,7 +3,9 @@
 The value of each member is what travels in the dead-letter record's ``reason`` field
 and in the ``reason`` label of ``crm_events_rejected_total``: a small, fixed set, so it
 is safe as a Prometheus label. :data:`REASON_DESCRIPTIONS` holds the one-line
-explanation used by docs and metric help text.
+explanation used by docs and metric help text. All but :data:`ROUTING_REASONS` come from
+the message bytes (:func:`~streams.codec.decode_event`); those come from where the
+message was read (:mod:`streams.codec.partitioning`).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ class Reason(StrEnum):
     OUT_OF_RANGE = "out_of_range"
     BAD_TIMESTAMP = "bad_timestamp"
     TOO_LARGE = "too_large"
+    MISROUTED = "misrouted"
 
     @property
     def description(self) -> str:
@@ -54,4 +57,13 @@ REASON_DESCRIPTIONS: Final[dict[Reason, str]] = {
         "[1970-01-01, 2200-01-01) UTC."
     ),
     Reason.TOO_LARGE: "The message is larger than the configured limit (default 1 MiB).",
+    Reason.MISROUTED: (
+        "A valid event on another partition than its customer's (Kafka's default murmur2 "
+        "partitioner on `customer_id`, the catalogue's key): sent without that key, with another "
+        "key or to an explicit partition, it would split the customer's state and dedupe."
+    ),
 }
+
+#: Reasons decided by where a message was read, not by its bytes: the codec alone never
+#: gives them, and no example file in ``schemas/examples/invalid`` can show them.
+ROUTING_REASONS: Final[frozenset[Reason]] = frozenset({Reason.MISROUTED})

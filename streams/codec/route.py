@@ -5,13 +5,16 @@
 :func:`~streams.codec.decode_event`; an accepted message becomes an ``Event`` for the
 core, a rejected one becomes the :class:`~streams.codec.DlqRecord` to publish on
 ``crm.dlq.v1``, carrying the original bytes and where they were read. It never raises:
-bad input must not stop a stream (catalogue §1).
+bad input must not stop a stream (catalogue §1). Given the topic's partition count, a
+valid event read from another partition than its customer's is dead-lettered as
+``misrouted`` (:mod:`streams.codec.partitioning`), as the streaming worker does.
 """
 
 from __future__ import annotations
 
 from streams.codec.dlq import DlqRecord, dlq_record
 from streams.codec.events import DEFAULT_MAX_BYTES, Rejected, decode_event
+from streams.codec.partitioning import default_partition, misrouted
 from streams.codec.reasons import Reason
 from streams.core.events import Event
 
@@ -27,12 +30,15 @@ def route(
     key: bytes | None,
     now_ms: int,
     max_bytes: int = DEFAULT_MAX_BYTES,
+    partitions: int | None = None,
 ) -> Event | DlqRecord:
     """Decode one message read from ``topic``/``partition`` at ``offset``.
 
     Returns the decoded ``Event``, or the ``DlqRecord`` for the dead-letter topic with the
     rejection reason, the source coordinates, the key and the original bytes;
-    ``now_ms`` (wall clock, epoch ms) becomes its ``rejected_at_ms``.
+    ``now_ms`` (wall clock, epoch ms) becomes its ``rejected_at_ms``. With ``partitions``
+    (the topic's partition count) a valid event on another partition than its
+    customer's is rejected as ``misrouted``; without it, the partition is not checked.
 
     Never raises. A ``None`` value (a Kafka tombstone) is treated as the empty message,
     which is ``invalid_json``. Should the codec itself fail on some input — a bug, since
@@ -46,7 +52,12 @@ def route(
     except Exception as error:  # noqa: BLE001 - the stream must go on (see docstring)
         decoded = Rejected(Reason.INVALID_JSON, f"$: codec failure {type(error).__name__}")
     if not isinstance(decoded, Rejected):
-        return decoded
+        if partitions is None:
+            return decoded
+        home = default_partition(decoded.customer_id.encode(), partitions)
+        if home == partition:
+            return decoded
+        decoded = misrouted(partition, home, partitions)
     return dlq_record(
         decoded,
         topic=topic,

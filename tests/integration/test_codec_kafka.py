@@ -18,6 +18,7 @@ import pytest
 
 from streams.codec import (
     DEFAULT_MAX_BYTES,
+    ROUTING_REASONS,
     DlqRecord,
     Reason,
     Rejected,
@@ -302,7 +303,8 @@ def test_valid_events_round_trip_and_every_invalid_message_is_dead_lettered_with
     # every invalid message on the DLQ once, with the right reason, where it came from
     records = [decode_dlq(record.value) for record in dead]
     produced_reasons = Counter(m.reason for m in invalid)
-    assert set(produced_reasons) == set(Reason)
+    # every reason of the codec (misrouted is decided by the partition: test_hostile_input.py)
+    assert set(produced_reasons) == set(Reason) - ROUTING_REASONS
     assert min(produced_reasons.values()) >= 20
     assert Counter(r.reason for r in records) == produced_reasons
     sent_at = {(source, meta.partition, meta.offset): m for meta, m in zip(metadata, messages, strict=True)}

@@ -191,11 +191,13 @@ def syntax_mutations(draw: st.DrawFn) -> list[Mutation]:
                  raw=lambda raw: raw.replace(b"__BYTES__", b"\xc3\x28")),
         Mutation("nested too deep", _set(("deep",), "__DEEP__"), "invalid_json",
                  raw=lambda raw: raw.replace(b'"__DEEP__"', b"[" * depth + b"]" * depth)),
-        Mutation("wrapped in an array", _noop, "not_an_object", raw=lambda raw: b"[" + raw + b"]"),
+        # after the edits that insert keys right after the document's opening brace
+        Mutation("wrapped in an array", _noop, "not_an_object", raw=lambda raw: b"[" + raw + b"]", order=2),
         # stricter than json.loads: every occurrence of a duplicated key is validated
         Mutation("earlier duplicate key of the wrong type", _noop, "wrong_type",
                  raw=lambda raw: b'{"customer_id":7,' + raw[1:], touches=("customer_id",)),
-        Mutation("too large", _noop, "too_large", raw=lambda raw: raw + b" " * (1_048_577 - len(raw))),
+        # last: an edit after the padding (truncation) could make the message small again
+        Mutation("too large", _noop, "too_large", raw=lambda raw: raw + b" " * (1_048_577 - len(raw)), order=3),
     ]
 
 

@@ -21,7 +21,15 @@ from hypothesis import strategies as st
 from jsonschema import Draft202012Validator, FormatChecker
 from referencing import Registry, Resource
 
-from streams.codec import DEFAULT_MAX_BYTES, Reason, Rejected, decode_event, encode_event, parse_ts
+from streams.codec import (
+    DEFAULT_MAX_BYTES,
+    ROUTING_REASONS,
+    Reason,
+    Rejected,
+    decode_event,
+    encode_event,
+    parse_ts,
+)
 from streams.core.events import EVENT_TYPES, SURVEY_SCORE_RANGE, Event, Id, topic_for
 from tests.strategies import events
 
@@ -201,7 +209,8 @@ def test_invalid_example_is_rejected_by_the_schema_side(path: Path) -> None:
 
 
 def test_every_reason_has_at_least_two_invalid_examples() -> None:
-    counts = {reason: 0 for reason in Reason}
+    # a routing reason (misrouted) depends on where a message was read, not on its bytes
+    counts = {reason: 0 for reason in Reason if reason not in ROUTING_REASONS}
     for path in INVALID_EXAMPLES:
         counts[expected_reason(path)] += 1
     assert min(counts.values()) >= 2, counts
