@@ -3,6 +3,7 @@ shapes, and a simulated day that the core turns into plausible KPIs."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import math
 import statistics
@@ -356,3 +357,69 @@ def test_send_delay_follows_rate_and_speedup():
     # both: the later constraint wins; neither: never wait
     assert send_delay_s(10, 60_000, 0, 0.0, rate=1, speedup=60) == pytest.approx(10)
     assert send_delay_s(10**6, 10**9, 0, 0.0, rate=None, speedup=None) <= 0
+
+
+class _AckLaterProducer:
+    """Stands in for AIOKafkaProducer in the ordering test below (no broker involved: what
+    is tested is when ``produce`` sends, relative to acknowledgements). Every send is
+    acknowledged 5 ms later, like a batch lingering; the log records both, in order."""
+
+    log: list[tuple[str, int]] = []
+
+    def __init__(self, **_options) -> None:
+        self.pending: list[asyncio.Task] = []
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    async def flush(self) -> None:
+        await asyncio.gather(*self.pending)
+
+    async def send(self, topic, value, key=None):
+        number = int(value)
+        self.log.append(("send", number))
+        future = asyncio.get_running_loop().create_future()
+
+        async def ack() -> None:
+            await asyncio.sleep(0.005)
+            self.log.append(("ack", number))
+            future.set_result(None)
+
+        self.pending.append(asyncio.create_task(ack()))
+        return future
+
+
+@pytest.mark.parametrize("max_skew_ms", [None, 0, 20_000])
+def test_max_skew_holds_a_message_until_everything_delivered_long_enough_before_is_acknowledged(
+    monkeypatch, max_skew_ms
+):
+    import aiokafka
+
+    from streams.simulate import produce
+
+    monkeypatch.setattr(aiokafka, "AIOKafkaProducer", _AckLaterProducer)
+    _AckLaterProducer.log = []
+    delivered = [i * 10_000 for i in range(12)]  # one message every 10 s of simulated time
+    messages = [SimMessage(f"t{i % 3}", b"k", str(i).encode(), d, "x", d, "") for i, d in enumerate(delivered)]
+    assert asyncio.run(produce(messages, "127.0.0.1:1", max_skew_ms=max_skew_ms)) == 12
+    log = _AckLaterProducer.log
+    violations = [
+        (j, k)
+        for k in range(12)
+        for j in range(k)
+        if delivered[j] < delivered[k] - (max_skew_ms or 0) and log.index(("ack", j)) > log.index(("send", k))
+    ]
+    if max_skew_ms is None:
+        assert violations  # no ordering promise: later messages go out before earlier acks
+    else:
+        assert violations == []
+    if max_skew_ms == 20_000:  # messages within the skew are not held back: two in flight at a time
+        assert log.index(("send", 1)) < log.index(("ack", 0))
+
+
+def test_max_skew_must_not_be_negative():
+    from streams.simulate import produce
+
+    with pytest.raises(ValueError, match="max_skew_ms"):
+        asyncio.run(produce([], "127.0.0.1:1", max_skew_ms=-1))
