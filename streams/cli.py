@@ -135,12 +135,15 @@ def worker(
     app_id: Annotated[str | None, typer.Option(help="application id / consumer group prefix (CRM_KPI_APP_ID)")] = None,
 ) -> None:
     """Run a streaming worker until SIGTERM/SIGINT. Start more of them to scale out."""
-    from streams.runtime.app import run_app
+    from streams.runtime.app import WorkerFailed, run_app
 
     settings = settings_or_exit(
         bootstrap_servers=bootstrap, metrics_port=metrics_port, metrics_host=metrics_host, app_id=app_id
     )
-    code = run_app(settings)
+    try:
+        code = run_app(settings)
+    except WorkerFailed as exc:  # wrong password, no broker, a failed worker service
+        raise fail(str(exc), code=1) from None
     if code:
         raise typer.Exit(code)
 

@@ -93,6 +93,9 @@ class Settings(BaseSettings):
     # --- runtime ------------------------------------------------------------------
     batch_max_events: int = Field(20_000, ge=1, le=1_000_000, description="events fetched per batch at most")
     provisional_interval: str = Field("2s", description="how often open windows are published (final: false)")
+    commit_interval: str = Field(
+        "1s", description="a task behind its input commits at most this often (caught up: every batch; 0s: always)"
+    )
 
     # --- KPI options -------------------------------------------------------------
     min_sample: int = Field(30, ge=1, description="NPS/CSAT/CES below this n are published as suppressed")
@@ -125,7 +128,8 @@ class Settings(BaseSettings):
         None, description="file holding the /metrics basic-auth password"
     )
 
-    @field_validator("out_of_orderness", "grace", "allowed_lateness", "idle_timeout", "provisional_interval")
+    @field_validator("out_of_orderness", "grace", "allowed_lateness", "idle_timeout", "provisional_interval",
+                     "commit_interval")
     @classmethod
     def _valid_duration(cls, value: str) -> str:
         parse_duration(value)
@@ -204,6 +208,10 @@ class Settings(BaseSettings):
     @property
     def provisional_interval_ms(self) -> int:
         return parse_duration(self.provisional_interval)
+
+    @property
+    def commit_interval_ms(self) -> int:
+        return parse_duration(self.commit_interval)
 
     def metrics_basic_auth_password_value(self) -> str | None:
         """The /metrics basic-auth password, from the setting or its file. Never log it."""

@@ -17,7 +17,9 @@ import tempfile
 from pathlib import Path
 
 import faust
+from faust.worker import Worker as FaustWorker
 from mode import Service
+from mode.utils.futures import maybe_cancel
 
 from streams.runtime.worker import Worker
 from streams.settings import Settings
@@ -82,7 +84,11 @@ def create_app(settings: Settings) -> faust.App:
             if not task.cancelled() and task.exception() is not None:
                 log.error("worker failed: %s", task.exception())
                 app.kpi_failure = task.exception()
-                asyncio.ensure_future(app.stop())
+                host = getattr(app, "kpi_host", None)
+                if host is not None:
+                    host.stop_after_failure()  # the process exits (non-zero, see run_app)
+                else:
+                    asyncio.ensure_future(app.stop())
 
         async def on_stop(self) -> None:
             self.kpi_worker.request_stop()
@@ -93,18 +99,60 @@ def create_app(settings: Settings) -> faust.App:
     return app
 
 
-def run_app(settings: Settings) -> int:
-    """Run the hosted worker until SIGTERM/SIGINT; returns the process exit code."""
-    from faust.worker import Worker as FaustWorker
+class WorkerFailed(Exception):
+    """The worker could not start or its service failed; the message is one line for
+    stderr (the process then exits non-zero so that a supervisor restarts it)."""
 
+
+class HostWorker(FaustWorker):
+    """faust's Worker, which also stops - and lets the process exit - when the KPI
+    service fails. On its own it stops only on a signal or a crash of one of faust's
+    own services: a failed service of ours that just stops the App would leave the
+    Worker waiting for a signal, with no consumer and no /metrics."""
+
+    def stop_after_failure(self) -> None:
+        # what mode's Worker does on SIGTERM (``_schedule_shutdown``), without claiming a
+        # signal: stop every service, then let ``execute_from_commandline`` finish - it
+        # waits for ``_signal_stop_future`` before it closes the loop
+        if not self._signal_stop_time:
+            self._signal_stop_time = self.loop.time()
+            self._signal_stop_future = asyncio.ensure_future(self._stop_after_failure(), loop=self.loop)
+
+    async def _stop_after_failure(self) -> None:
+        await self.stop()
+        maybe_cancel(self._starting_fut)
+
+
+def run_app(settings: Settings) -> int:
+    """Run the hosted worker until SIGTERM/SIGINT; returns the process exit code (0).
+    Raises :class:`WorkerFailed` when Kafka cannot be used at start-up (e.g. a wrong
+    password) or the worker service fails later."""
+    from streams.runtime.kafka import KafkaUnavailable, check_connection
+    from streams.runtime.quietlogs import quiet_repeated_client_logs
     from streams.runtime.worker import configure_logging
 
+    # before faust starts its clients: they would log and end in a stack trace. A loop of
+    # its own that is never made current: faust's Worker takes the thread's event loop
+    loop = asyncio.new_event_loop()
+    try:
+        loop.run_until_complete(check_connection(settings))
+    except KafkaUnavailable as exc:
+        raise WorkerFailed(str(exc)) from None
+    finally:
+        loop.close()
     app = create_app(settings)
     app.kpi_failure = None
     configure_logging(settings.log_level)
+    # while the broker is down the client logs ~3,000 errors a second: one of a kind per 10 s
+    quiet_repeated_client_logs("aiokafka")
+    host = HostWorker(app, loglevel=settings.log_level.lower(), quiet=True, redirect_stdouts=False)
+    app.kpi_host = host
     try:
-        FaustWorker(app, loglevel=settings.log_level.lower(), quiet=True, redirect_stdouts=False).execute_from_commandline()
+        host.execute_from_commandline()
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else 0
-        return 1 if app.kpi_failure is not None else code
-    return 1 if app.kpi_failure is not None else 0
+    else:
+        code = 0
+    if app.kpi_failure is not None:
+        raise WorkerFailed(f"worker failed: {app.kpi_failure}")
+    return code

@@ -51,15 +51,46 @@ class TaskGroup:
     async def assign(self, partitions: set[int]) -> None:
         async with self.lock:
             for index in sorted(partitions - set(self.tasks)):
-                await self._open_task(index)
+                await self._open_assigned(index)
             self.stats.owned[(self.stage, "tasks")] = len(self.tasks)
             log.info("%s owns partitions %s", self.stage, sorted(self.tasks))
+
+    open_retry_delay = 0.5  # seconds before the first retry; doubles up to 30 s
+
+    async def _open_assigned(self, index: int) -> None:
+        """Open a newly assigned task; while the broker cannot be reached (it restarts
+        during the rebalance), retry with backoff until it answers. Giving up would leave
+        the partition assigned to this member without a task: its input never processed."""
+        delay = self.open_retry_delay
+        while True:
+            try:
+                await self._open_task(index)
+                return
+            except TaskFenced:
+                return  # another worker owns it now
+            except Exception as exc:  # noqa: BLE001 - any failure: wait and try again
+                log.warning("%s task %d: opening the assigned task failed (%s: %s); retrying in %.1fs",
+                            self.stage, index, type(exc).__name__, exc, delay)
+                if index in self.tasks:  # failed after registering (seeking its input)
+                    await self._drop(index)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
 
     async def revoke(self, partitions: set[int]) -> None:
         async with self.lock:
             for index in sorted(partitions & set(self.tasks)):
+                await self._flush(index)
                 await self._drop(index)
             self.stats.owned[(self.stage, "tasks")] = len(self.tasks)
+
+    async def _flush(self, index: int) -> None:
+        """Commit a task's work since its last commit before letting it go (a task that
+        is behind commits only every ``commit_interval``). If that fails, the next owner
+        redoes the work from the last commit: nothing is lost either way."""
+        try:
+            await self.tasks[index].flush()
+        except Exception as exc:  # noqa: BLE001 - fenced, broker gone...: the next owner redoes it
+            log.warning("%s task %d: final commit skipped (%s: %s)", self.stage, index, type(exc).__name__, exc)
 
     async def _drop(self, index: int) -> None:
         """Forget a task and the series of its partition."""
@@ -82,6 +113,8 @@ class TaskGroup:
 
     async def stop(self) -> None:
         async with self.lock:
+            for index in sorted(self.tasks):
+                await self._flush(index)
             for task in self.tasks.values():
                 await task.close()
             self.tasks.clear()

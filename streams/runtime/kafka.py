@@ -11,14 +11,17 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import IllegalOperation, ProducerFenced
+from aiokafka.conn import collect_hosts, create_conn
+from aiokafka.errors import IllegalOperation, KafkaError, ProducerFenced, SaslAuthenticationFailed
 from aiokafka.helpers import create_ssl_context
 
+from streams.codec.partitioning import murmur2
 from streams.settings import Settings
 
 log = logging.getLogger("crm_kpi.kafka")
 
 MAX_MESSAGE_BYTES = 8 * 1024 * 1024  # changelog values and partial batches can be large
+BATCH_BYTES = 1024 * 1024  # record batch per partition in a transaction (a bigger record gets its own)
 
 
 def client_options(settings: Settings) -> dict[str, Any]:
@@ -40,6 +43,46 @@ def client_options(settings: Settings) -> dict[str, Any]:
         options["sasl_plain_username"] = settings.sasl_username
         options["sasl_plain_password"] = settings.sasl_password_value()
     return options
+
+
+class KafkaUnavailable(Exception):
+    """The worker cannot use Kafka at all (wrong credentials, no broker reachable); the
+    message is one line for an operator and never contains a secret."""
+
+
+async def check_connection(settings: Settings, timeout_s: float = 30.0) -> None:
+    """Connect (and authenticate) to the first bootstrap server that answers, then close.
+    Raises :class:`KafkaUnavailable` with one clear line when authentication fails or no
+    server can be reached - instead of the clients' retries and stack traces."""
+    options = client_options(settings)
+    secret = options.get("sasl_plain_password")
+    failures = []
+    for host, port, _ in collect_hosts(settings.bootstrap_servers, randomize=False):
+        server = f"{host}:{port}"
+        try:
+            conn = await asyncio.wait_for(create_conn(
+                host, port, client_id=settings.app_id, ssl_context=options.get("ssl_context"),
+                security_protocol=settings.security_protocol, sasl_mechanism=options.get("sasl_mechanism"),
+                sasl_plain_username=options.get("sasl_plain_username"), sasl_plain_password=secret,
+            ), timeout_s)
+        except SaslAuthenticationFailed as exc:
+            source = ("CRM_KPI_SASL_PASSWORD" if settings.sasl_password is not None
+                      else "CRM_KPI_SASL_PASSWORD_FILE")
+            raise KafkaUnavailable(_redact(
+                f"Kafka authentication failed for user {settings.sasl_username!r} "
+                f"({settings.security_protocol} {settings.sasl_mechanism}) at {server}: {exc} "
+                f"- check {source} and CRM_KPI_SASL_USERNAME", secret)) from None
+        except (OSError, KafkaError, ValueError) as exc:  # TimeoutError is an OSError
+            failures.append(f"{server}: {type(exc).__name__}: {exc}")
+            continue
+        conn.close()
+        return
+    raise KafkaUnavailable(_redact(f"cannot connect to Kafka ({settings.security_protocol}): "
+                                   + "; ".join(failures), secret))
+
+
+def _redact(message: str, secret: str | None) -> str:
+    return message.replace(secret, "***") if secret else message
 
 
 def group_options() -> dict[str, Any]:
@@ -135,16 +178,64 @@ class TaskFenced(Exception):
     """Another worker took this task over (its producer fenced ours); drop the task."""
 
 
+class KeyPartitioner:
+    """The partition Kafka's default partitioner gives a key (murmur2, as the Java
+    client and aiokafka compute it), memoised: KPI keys come back with every revision
+    and murmur2 in pure Python costs microseconds per key. Keyless records go round
+    robin."""
+
+    def __init__(self, max_entries: int = 200_000) -> None:
+        self.max_entries = max_entries
+        self._hashes: dict[bytes, int] = {}
+        self._next = 0
+
+    def __call__(self, key: bytes | None, partitions: int) -> int:
+        if key is None:
+            self._next += 1
+            return self._next % partitions
+        hashed = self._hashes.get(key)
+        if hashed is None:
+            if len(self._hashes) >= self.max_entries:
+                self._hashes.clear()
+            hashed = self._hashes[key] = murmur2(key) & 0x7FFFFFFF
+        return hashed % partitions
+
+
+_partition_of = KeyPartitioner()
+
+
 async def send_atomically(producer: AIOKafkaProducer, records: list[Outgoing]) -> None:
     """Send ``records`` in one Kafka transaction. Raises :class:`TaskFenced` when a newer
-    owner of the transactional id exists; any other failure aborts and re-raises."""
+    owner of the transactional id exists; any other failure aborts and re-raises.
+
+    Records are appended to one record batch per topic partition (aiokafka's batch
+    API) instead of one ``send()`` coroutine each: a transaction carries thousands of
+    records (KPI records, changelog entries), and the per-message path costs several
+    times the record's encoding. Keyed records without a partition go where Kafka's
+    default partitioner would put them."""
     futures = []
     try:
         await producer.begin_transaction()
+        partition_count: dict[str, int] = {}
+        open_batches: dict[tuple[str, int], Any] = {}
         for count, (topic, value, key, partition) in enumerate(records, 1):
-            futures.append(await producer.send(topic, value, key=key, partition=partition))
+            if partition is None:
+                n = partition_count.get(topic)
+                if n is None:
+                    n = partition_count[topic] = len(await producer.partitions_for(topic))
+                partition = _partition_of(key, n)
+            batch = open_batches.get((topic, partition))
+            if batch is None:
+                batch = open_batches[(topic, partition)] = producer.create_batch()
+            if batch.append(key=key, value=value, timestamp=None) is None:  # full: ship it
+                futures.append(await producer.send_batch(batch, topic, partition=partition))
+                batch = open_batches[(topic, partition)] = producer.create_batch()
+                if batch.append(key=key, value=value, timestamp=None) is None:
+                    raise ValueError(f"record of {len(value or b'')} bytes does not fit a batch of {topic}")
             if count % 2_000 == 0:
                 await asyncio.sleep(0)  # let heartbeats and scrapes run during big batches
+        for (topic, partition), batch in open_batches.items():
+            futures.append(await producer.send_batch(batch, topic, partition=partition))
         await producer.commit_transaction()
     except (ProducerFenced, IllegalOperation) as exc:
         # a fence can also surface as IllegalOperation: aiokafka's sender stops on
@@ -184,6 +275,7 @@ def transactional_producer(settings: Settings, transactional_id: str) -> AIOKafk
         transactional_id=transactional_id,
         enable_idempotence=True,
         linger_ms=5,
+        max_batch_size=BATCH_BYTES,
         max_request_size=MAX_MESSAGE_BYTES,
         compression_type="lz4" if _has_lz4() else None,
     )

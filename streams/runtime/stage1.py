@@ -25,7 +25,7 @@ from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.errors import KafkaError
 from aiokafka.structs import OffsetAndMetadata
 
-from streams.codec import Rejected, decode_event, dlq_record, encode_dlq
+from streams.codec import HomePartitions, Rejected, decode_event, dlq_record, encode_dlq, misrouted
 from streams.codec.records import encode_signal, encode_sla
 from streams.codec.state import (
     Marker,
@@ -60,6 +60,29 @@ log = logging.getLogger("crm_kpi.stage1")
 
 META_KEY = b"m"
 
+# A fetch response older than this no longer proves that an input partition is caught up:
+# the consumer long-polls every 500 ms while it has nothing to hand over, so silence for
+# longer means it cannot reach the broker (or the event loop was busy) - not that nothing
+# was produced.
+CONFIRMATION_MAX_AGE_MS = 2_000
+
+
+def wall_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def confirmed_caught_up(position: int, highwater: int | None, polled_ms: int | None,
+                        delivered_ms: int, now_ms: int) -> bool:
+    """Whether an input partition is known to hold nothing beyond ``position``: a fetch
+    response (at wall time ``polled_ms``) put its end at or before the position *after*
+    the last records of it were handed over (at ``delivered_ms``), and that response is
+    recent. A highwater mark alone is not enough: aiokafka does not fetch a partition
+    while it still holds records of it, nor anything while the broker is unreachable, so
+    the mark can be from before the records just consumed, or from before an outage."""
+    if highwater is None or polled_ms is None or position < highwater:
+        return False
+    return polled_ms > delivered_ms and now_ms - polled_ms <= CONFIRMATION_MAX_AGE_MS
+
 
 def family_partition(family: str, partitions: int) -> int:
     """Stage-2 partition of a KPI family: the routing key of partials."""
@@ -82,17 +105,24 @@ class Stage1Task:
         self.stage = stage
         self.settings = stage.settings
         self.processor = Processor(stage.config)
+        self.homes = HomePartitions(stage.tasks_total)  # customer_id -> its input partition
         self.producer = transactional_producer(stage.settings, f"{stage.settings.app_id}-stage1-{index}")
         self.positions: dict[int, int] = {}
         self.skip_before: dict[int, int] = {}
         self.skip_until_ms = self.processor.applied_until_ms
         self.last_input = time.monotonic()
+        self.delivered_ms: dict[int, int] = {}  # slot -> wall ms its last records were handed over
+        self.quiet_since: float | None = None  # since when every check found the input caught up
+        self.checked_at: float | None = None
         self.idle = False
         self.reported_watermark: int | None = None
         self.idle_reported = False
         self.reported_overflow: dict[str, int] = {}
         self.resume: dict[int, int] = {}
         self.last_sweep = time.monotonic()
+        self.last_commit = time.monotonic()
+        self.uncommitted = 0  # input messages consumed since the last commit
+        self.dead_letters: list[tuple[bytes | None, bytes]] = []  # to publish with the next commit
 
     # -- life cycle ------------------------------------------------------------------------------
     async def open(self) -> dict[int, int]:
@@ -142,7 +172,8 @@ class Stage1Task:
         # before offering anything: which inputs still have a backlog decides how far the
         # watermark may go, and so which events count as late (see Processor.watermark)
         processor.set_lagging(lagging)
-        dead_letters: list[tuple[bytes | None, bytes]] = []
+        dead_letters = self.dead_letters
+        homes = self.homes
         consumed = 0
         for slot, messages in batches:
             topic = self.stage.inputs[slot]
@@ -153,6 +184,12 @@ class Stage1Task:
                 position = message.offset + 1
                 raw = message.value if message.value is not None else b""
                 decoded = decode_event(raw)
+                if not isinstance(decoded, Rejected):
+                    # on another partition than its customer's, it would split the
+                    # customer's state and dedupe over two tasks: dead-letter it
+                    home = homes[decoded.customer_id]
+                    if home != self.index:
+                        decoded = misrouted(self.index, home, homes.partitions)
                 if message.offset < self.skip_before.get(slot, -1) and (
                     isinstance(decoded, Rejected) or decoded.occurred_at_ms <= self.skip_until_ms
                 ):
@@ -180,12 +217,26 @@ class Stage1Task:
             self.idle = False
             stats.last_input[self.index] = time.time()
             stats.observe_batch("stage1", consumed)
-        idle_for = now - self.last_input
         # idle = caught up with the log end and nothing new for the idle timeout; a task
-        # that is merely slow (restoring, catching up) must keep holding event time back
-        if not consumed and not lagging and idle_for * 1000 >= self.settings.idle_timeout_ms:
+        # that is merely slow (restoring, catching up) must keep holding event time back.
+        # The idle clock runs only while the broker keeps confirming that there is nothing
+        # to read (``lagging`` empty at every check, checks close together): receiving
+        # nothing because the broker is down, or because this loop was stuck waiting for
+        # it, says nothing about what is waiting in the log.
+        unwatched = self.checked_at is None or (now - self.checked_at) * 1000 > CONFIRMATION_MAX_AGE_MS
+        if lagging:
+            self.quiet_since = None
+        elif self.quiet_since is None or unwatched:
+            self.quiet_since = now
+        self.checked_at = now
+        quiet_for = 0.0 if self.quiet_since is None else now - max(self.quiet_since, self.last_input)
+        if not consumed and not lagging and quiet_for * 1000 >= self.settings.idle_timeout_ms:
             # nothing arrived for a while: no event is in flight, event time is the
             # last event's time (later input is handled as late, with revisions)
+            if not self.idle:
+                log.info("stage1 task %d: idle (caught up, nothing new for %.1fs); event time %d -> %d",
+                         self.index, quiet_for, processor.applied_until_ms,
+                         max(processor.applied_until_ms, processor.max_event_ms))
             if processor.max_event_ms > processor.applied_until_ms:
                 processor.advance(processor.max_event_ms)
             self.idle = True
@@ -194,15 +245,33 @@ class Stage1Task:
         if now - self.last_sweep > 60:
             processor.sweep()
             self.last_sweep = now
+        self.uncommitted += consumed
+        # behind the log end: keep folding batches and commit at most every
+        # commit_interval (fewer, bigger transactions: a customer changed in many batches
+        # is written to the changelog once, partials are pre-aggregated over more events);
+        # caught up: commit every batch, so results are never held back
+        if (now - self.last_commit) * 1000 < self.settings.commit_interval_ms and self.stage.behind(self.index, self):
+            return
+        await self.flush(now)
+
+    async def flush(self, now: float | None = None) -> None:
+        """Commit everything since the last commit in one transaction: partials and
+        watermark markers, SLA events, churn signals, dead letters, changed state and
+        input positions (nothing changed and no marker due: no transaction)."""
+        stats = self.stage.stats
+        processor = self.processor
         out = processor.drain()
         customers, tickets, forgotten = processor.take_dirty()
+        dead_letters, self.dead_letters = self.dead_letters, []
         watermark = processor.applied_until_ms
         marker_due = watermark != self.reported_watermark or self.idle != self.idle_reported
         if not (out.aggs or out.sla or out.signals or dead_letters or customers or tickets or forgotten
-                or consumed or marker_due):
+                or self.uncommitted or marker_due):
             return
         started = time.perf_counter()
         await self._commit(out, dead_letters, customers, tickets, forgotten, watermark)
+        self.uncommitted = 0
+        self.last_commit = time.monotonic() if now is None else now
         self.reported_watermark = watermark
         self.idle_reported = self.idle
         for label, count in processor.labels.overflow.items():
@@ -295,12 +364,15 @@ class Stage1(TaskGroup):
         """Consume in batches until ``stopping`` is set, then finish the batch in hand."""
         while not stopping.is_set():
             data = await self.consumer.getmany(timeout_ms=200, max_records=self.settings.batch_max_events)
+            fetched_ms = wall_ms()  # a fetch of these partitions can only be sent after this
             grouped: dict[int, list[tuple[int, list[Any]]]] = defaultdict(list)
             for tp, messages in data.items():
                 grouped[tp.partition].append((self.slot_of[tp.topic], messages))
             async with self.lock:
                 now = time.monotonic()
                 for index, task in list(self.tasks.items()):
+                    for slot, _ in grouped.get(index, ()):
+                        task.delivered_ms[slot] = fetched_ms
                     try:
                         await task.step(grouped.get(index, []), now, self._lagging(index, task))
                     except (TaskFenced, TimeoutError, KafkaError, OSError) as exc:
@@ -323,13 +395,27 @@ class Stage1(TaskGroup):
                 log.debug("group offset commit skipped: %s", exc)
 
     def _lagging(self, index: int, task: Stage1Task) -> set[int]:
-        """Input slots of the task with records not consumed yet (or not fetched yet)."""
+        """Input slots of the task not confirmed caught up: records not consumed or not
+        fetched yet, or no recent fetch response since the last records were handed over
+        (see :func:`confirmed_caught_up`; during a broker outage every slot lags)."""
         lagging = set()
+        now_ms = wall_ms()
         for slot, topic in enumerate(self.inputs):
-            high = self.consumer.highwater(TopicPartition(topic, index))
-            if high is None or task.positions.get(slot, 0) < high:
+            tp = TopicPartition(topic, index)
+            if not confirmed_caught_up(task.positions.get(slot, 0), self.consumer.highwater(tp),
+                                       self.consumer.last_poll_timestamp(tp), task.delivered_ms.get(slot, -1),
+                                       now_ms):
                 lagging.add(slot)
         return lagging
+
+    def behind(self, index: int, task: Stage1Task) -> bool:
+        """Whether the consumer knows of input of the task beyond what it consumed (the
+        highwater marks of the last fetch responses): more is waiting right now."""
+        for slot, topic in enumerate(self.inputs):
+            high = self.consumer.highwater(TopicPartition(topic, index))
+            if high is not None and task.positions.get(slot, 0) < high:
+                return True
+        return False
 
     def _record_lag(self) -> None:
         for index, task in self.tasks.items():

@@ -13,26 +13,46 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
-from prometheus_client.parser import text_string_to_metric_families
 
 from streams import simulate
 from streams.codec import decode_dlq, encode_event
 from streams.codec.records import encode_signal, encode_sla
+from streams.core.durations import parse_duration
 from streams.core.pipeline import CoreConfig
+from streams.core.windows import Lateness
 from streams.replay import run_replay
 from streams.settings import Topics
-from tests.e2e.harness import close, heartbeat_events, latest_kpis, produce, read_topic, replay_kpis
+from tests.e2e.harness import (
+    close,
+    end_offsets,
+    heartbeat_events,
+    latest_kpis,
+    produce,
+    read_topic,
+    replay_kpis,
+    wait_pipeline_idle,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 PARTITIONS = 6
 TOPICS = Topics()
+# The day streams in 60-150 s: ~1000x faster than real time. Kafka makes no promise
+# about the order in which messages of *different* partitions become visible, and a
+# producer's per-partition batching skews it by tens of milliseconds - tens of seconds
+# of event time at this speed, more than the default 30 s out-of-orderness bound. An
+# event that arrives beyond the bound is late: applied out of event-time order (with a
+# revision), so order-dependent figures (a customer's health samples) can then differ
+# from replay, which applies everything in order. So the producer keeps the simulated
+# delivery order visible to within MAX_SKEW_MS (see ``simulate.produce``) and the
+# workers and replay use a bound above that skew plus the simulator's 10 s jitter.
+OUT_OF_ORDERNESS = "2m"
+LATENESS = Lateness(parse_duration(OUT_OF_ORDERNESS), Lateness().grace_ms, Lateness().allowed_lateness_ms)
+MAX_SKEW_MS = 60_000
 SUMMARY: list[str] = []  # one line per scenario, printed at the end of the session (conftest)
 
 
@@ -66,7 +86,7 @@ def build_workload(seed: int, customers: int) -> Workload:
     ]
     lines = [("sim", i, m.value) for i, m in enumerate(messages)]
     lines += [("heartbeat", p, value) for _, _, value, p in heartbeats]
-    replay = run_replay(lines, CoreConfig())
+    replay = run_replay(lines, CoreConfig(lateness=LATENESS))
     return Workload(
         messages=messages,
         heartbeats=heartbeats,
@@ -95,7 +115,8 @@ class Producer(threading.Thread):
 
     def run(self) -> None:
         try:
-            self.sent = asyncio.run(simulate.produce(self.messages, self.bootstrap, rate=self.rate))
+            self.sent = asyncio.run(simulate.produce(self.messages, self.bootstrap, rate=self.rate,
+                                                     max_skew_ms=MAX_SKEW_MS))
         except BaseException as exc:  # noqa: BLE001 - reported by finish()
             self.error = exc
 
@@ -110,7 +131,8 @@ class Producer(threading.Thread):
 
 
 def produce_now(bootstrap: str, messages: list[simulate.SimMessage]) -> int:
-    return asyncio.run(produce(bootstrap, ((m.topic, m.key, m.value, None) for m in messages)))
+    """As fast as the broker takes them, simulated delivery order kept (``MAX_SKEW_MS``)."""
+    return asyncio.run(simulate.produce(messages, bootstrap, max_skew_ms=MAX_SKEW_MS))
 
 
 def produce_heartbeats(bootstrap: str, workload: Workload) -> None:
@@ -140,6 +162,7 @@ class ChaosWorker:
             "CRM_KPI_APP_ID": app_id,
             "CRM_KPI_METRICS_PORT": str(self.metrics_port),
             "CRM_KPI_IDLE_TIMEOUT": "3s",
+            "CRM_KPI_OUT_OF_ORDERNESS": OUT_OF_ORDERNESS,
             "CRM_KPI_PROVISIONAL_INTERVAL": "1s",
             "CRM_KPI_LOG_LEVEL": "INFO",
             **env,
@@ -301,87 +324,11 @@ def rebalances(fleet: Fleet) -> dict[str, int]:
 # --------------------------------------------------------------------------- waiting until idle
 
 
-def scrape(port: int) -> dict[str, list[tuple[dict, float]]] | None:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=3) as response:
-            text = response.read().decode()
-    except OSError:
-        return None
-    samples: dict[str, list[tuple[dict, float]]] = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            samples.setdefault(sample.name, []).append((sample.labels, sample.value))
-    return samples
-
-
-def metric_sum(scrapes: list[dict], name: str, **labels: str) -> float:
-    return sum(value for s in scrapes for sample_labels, value in s.get(name, [])
-               if all(sample_labels.get(k) == v for k, v in labels.items()))
-
-
-async def _end_offsets(bootstrap: str, topics: list[str]) -> dict[TopicPartition, int]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        tps = []
-        for topic in topics:
-            partitions = consumer.partitions_for_topic(topic)
-            if partitions is None:
-                await consumer._client.force_metadata_update()  # noqa: SLF001
-                partitions = consumer.partitions_for_topic(topic) or set()
-            tps += [TopicPartition(topic, p) for p in partitions]
-        return await consumer.end_offsets(tps) if tps else {}
-    finally:
-        await consumer.stop()
-
-
-async def _committed(bootstrap: str, group: str) -> dict[TopicPartition, int]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        offsets = await admin.list_consumer_group_offsets(group)
-    finally:
-        await admin.close()
-    return {tp: meta.offset for tp, meta in offsets.items()}
-
-
 def wait_idle(fleet: Fleet, timeout_s: float) -> float:
-    """Until every partition of both stages is owned, no worker reports lag, the stage-1
-    group's offsets (its resume points) stand at the end of every input partition, and
-    the output topics stopped growing for three polls. Returns the seconds waited."""
-    began = time.monotonic()
-    deadline = began + timeout_s
-    outputs = [TOPICS.kpi, TOPICS.sla, TOPICS.signals, TOPICS.dlq]
-    last: dict | None = None
-    stable = 0
-    state = "no poll yet"
-    while time.monotonic() < deadline:
-        time.sleep(2)
-        fleet.check_alive()
-        scrapes = [scrape(port) for port in fleet.ports()]
-        if any(s is None for s in scrapes):
-            stable, state = 0, "a worker's /metrics does not answer yet"
-            continue
-        owned = (metric_sum(scrapes, "crm_owned_partitions", stage="stage1"),
-                 metric_sum(scrapes, "crm_owned_partitions", stage="stage2"))
-        lag = metric_sum(scrapes, "crm_consumer_lag")
-        try:
-            inputs = asyncio.run(_end_offsets(fleet.bootstrap, TOPICS.inputs()))
-            committed = asyncio.run(_committed(fleet.bootstrap, f"{fleet.app_id}-stage1"))
-            ends = asyncio.run(_end_offsets(fleet.bootstrap, outputs))
-        except Exception as exc:  # noqa: BLE001 - the broker may be busy; poll again
-            stable, state = 0, f"offsets unavailable: {exc!r}"
-            continue
-        behind = sum(max(0, end - committed.get(tp, 0)) for tp, end in inputs.items())
-        state = f"owned {owned}, lag {lag:.0f}, input not yet resumed past {behind}"
-        if owned == (PARTITIONS, PARTITIONS) and lag == 0 and behind == 0 and ends == last:
-            stable += 1
-            if stable >= 3:
-                return time.monotonic() - began
-        else:
-            stable = 0
-        last = ends
-    raise AssertionError(f"not idle after {timeout_s:.0f}s: {state}")
+    """Until the fleet's pipeline is idle (see :func:`tests.e2e.harness.wait_pipeline_idle`)."""
+    return wait_pipeline_idle(fleet.bootstrap, fleet.app_id, fleet.ports(), TOPICS.inputs(),
+                              [TOPICS.kpi, TOPICS.sla, TOPICS.signals, TOPICS.dlq], PARTITIONS, timeout_s,
+                              check=fleet.check_alive)
 
 
 # --------------------------------------------------------------------------- comparing with replay
@@ -509,7 +456,7 @@ def running(fleet: Fleet):
 
 
 def kpi_records_so_far(bootstrap: str) -> int:
-    ends = asyncio.run(_end_offsets(bootstrap, [TOPICS.kpi]))
+    ends = asyncio.run(end_offsets(bootstrap, [TOPICS.kpi]))
     return sum(ends.values())
 
 

@@ -1,8 +1,6 @@
 """Failure modes the chaos runs ran into, reproduced deterministically on the real broker.
 
-The first was fixed (``send_atomically`` maps ``IllegalOperation`` to ``TaskFenced``); the
-second is open and its test is ``xfail(strict=True)``, so it fails the suite as soon as the
-runtime is fixed (then drop the marker):
+Both were fixed; the tests stay as regression tests:
 
 1. (fixed) A task whose producer is fenced while its batch is still being sent does not raise
    ``TaskFenced``: aiokafka's sender dies on ``ProducerFenced``, the transaction manager
@@ -11,10 +9,11 @@ runtime is fixed (then drop the marker):
    ``KafkaError`` (it derives from ``Exception``), so it escapes ``Stage1.run`` /
    ``Stage2.run`` and kills the worker. Seen in a chaos run whose zombie worker (kicked
    out of the group during a long restore) was fenced mid-batch.
-2. When the worker service fails, the process does not exit: ``KpiWorkerService`` logs
-   ``worker failed: ...`` and stops the faust App, but faust's Worker keeps the event
-   loop running, so the process stays alive with no consumer, no /metrics - and no
-   supervisor restarts it.
+2. (fixed) When the worker service failed, the process did not exit: ``KpiWorkerService``
+   logged ``worker failed: ...`` and stopped the faust App, but faust's Worker kept the
+   event loop running, so the process stayed alive with no consumer, no /metrics - and no
+   supervisor restarted it. Now the service stops faust's Worker as a signal would, and
+   the process exits with code 1 and one ``crm-kpi: worker failed: ...`` line on stderr.
 """
 
 from __future__ import annotations
@@ -78,8 +77,6 @@ def test_a_producer_fenced_in_the_middle_of_a_batch_raises_task_fenced(kafka):
 
 
 @pytest.mark.timeout(120)
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="runtime bug: a failed worker service leaves the process running")
 def test_a_worker_whose_service_fails_exits_with_an_error(kafka, tmp_path):
     """The metrics port is taken: the worker service fails at start; the process must exit
     non-zero (so a supervisor restarts it) instead of idling forever."""
@@ -109,3 +106,7 @@ def test_a_worker_whose_service_fails_exits_with_an_error(kafka, tmp_path):
                 process.kill()
                 process.wait()
     assert code not in (None, 0), "the worker logged 'worker failed' but was still running 20 s later"
+    output = log_path.read_text(errors="replace")
+    assert "crm-kpi: worker failed: " in output and "address already in use" in output.rsplit("crm-kpi: ", 1)[1], \
+        output[-2000:]
+    assert "Traceback" not in output, output[-3000:]

@@ -11,13 +11,16 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterable
+import urllib.request
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from prometheus_client.parser import text_string_to_metric_families
 
-from streams.codec import encode_event
+from streams.codec import default_partition, encode_event
 from streams.codec.records import encode_kpi
 from streams.core.events import Event, make_event, topic_for
 
@@ -31,15 +34,31 @@ def topic_env(prefix: str) -> dict[str, str]:
     return {f"CRM_KPI_TOPICS__{name.upper()}": f"{prefix}.{name}" for name in Topics.model_fields}
 
 
+def env_topics(env: dict[str, str]) -> tuple[list[str], list[str]]:
+    """The input topics and the output topics (KPI, SLA, signals, DLQ) of a :func:`topic_env`."""
+    inputs = [env[f"CRM_KPI_TOPICS__{name}"] for name in ("TICKETS", "INTERACTIONS", "PURCHASES")]
+    outputs = [env[f"CRM_KPI_TOPICS__{name}"] for name in ("KPI", "SLA", "SIGNALS", "DLQ")]
+    return inputs, outputs
+
+
 def heartbeat_events(partitions: int, at_ms: int) -> list[tuple[int, Event]]:
     """One ``session.started`` per partition at the same instant, produced to each
     partition explicitly: it moves every partition's event time to ``at_ms``, so the
-    stream and replay end in the same state (every timer before it fired)."""
+    stream and replay end in the same state (every timer before it fired). Each is for a
+    customer whose id the default partitioner puts on that partition (the worker
+    dead-letters an event on another partition than its customer's as ``misrouted``)."""
     return [
         (p, make_event("session.started", event_id=f"heartbeat-{p}", occurred_at_ms=at_ms,
-                       customer_id=f"heartbeat-{p}", source="e2e"))
+                       customer_id=heartbeat_customer(p, partitions), source="e2e"))
         for p in range(partitions)
     ]
+
+
+def heartbeat_customer(partition: int, partitions: int) -> str:
+    """``heartbeat-<partition>``, or the first ``heartbeat-<partition>-<n>`` whose home
+    partition is ``partition``."""
+    candidates = (f"heartbeat-{partition}" + (f"-{n}" if n else "") for n in range(10_000))
+    return next(c for c in candidates if default_partition(c.encode(), partitions) == partition)
 
 
 async def produce(bootstrap: str, messages: Iterable[tuple[str, bytes | None, bytes, int | None]]) -> int:
@@ -192,3 +211,93 @@ class WorkerProcess:
     def tail(self, lines: int = 30) -> str:
         text = self.log_path.read_text(errors="replace").splitlines()
         return "\n".join(text[-lines:])
+
+
+# --------------------------------------------------------------------------- idle pipeline
+
+
+def scrape(port: int) -> dict[str, list[tuple[dict, float]]] | None:
+    """A worker's /metrics as ``{sample name: [(labels, value), ...]}``; None if it does not answer."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=3) as response:
+            text = response.read().decode()
+    except OSError:
+        return None
+    samples: dict[str, list[tuple[dict, float]]] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            samples.setdefault(sample.name, []).append((sample.labels, sample.value))
+    return samples
+
+
+def metric_sum(scrapes: list[dict], name: str, **labels: str) -> float:
+    return sum(value for s in scrapes for sample_labels, value in s.get(name, [])
+               if all(sample_labels.get(k) == v for k, v in labels.items()))
+
+
+async def end_offsets(bootstrap: str, topics: list[str]) -> dict[TopicPartition, int]:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        tps = []
+        for topic in topics:
+            partitions = consumer.partitions_for_topic(topic)
+            if partitions is None:
+                await consumer._client.force_metadata_update()  # noqa: SLF001
+                partitions = consumer.partitions_for_topic(topic) or set()
+            tps += [TopicPartition(topic, p) for p in partitions]
+        return await consumer.end_offsets(tps) if tps else {}
+    finally:
+        await consumer.stop()
+
+
+async def committed_offsets(bootstrap: str, group: str) -> dict[TopicPartition, int]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        offsets = await admin.list_consumer_group_offsets(group)
+    finally:
+        await admin.close()
+    return {tp: meta.offset for tp, meta in offsets.items()}
+
+
+def wait_pipeline_idle(bootstrap: str, app_id: str, ports: list[int], inputs: list[str], outputs: list[str],
+                       partitions: int, timeout_s: float, check: Callable[[], None] = lambda: None) -> float:
+    """Until every partition of both stages is owned, no worker reports lag, the stage-1
+    group's offsets (its resume points, which reach the log end only once no event is
+    still buffered behind the watermark) stand at the end of every input partition, and
+    the output topics stopped growing for three polls. Output that merely pauses (a task
+    waiting out its idle timeout before closing the last windows) is not idle. ``check``
+    runs every poll (e.g. that the workers are alive). Returns the seconds waited."""
+    began = time.monotonic()
+    deadline = began + timeout_s
+    last: dict | None = None
+    stable = 0
+    state = "no poll yet"
+    while time.monotonic() < deadline:
+        time.sleep(2)
+        check()
+        scrapes = [scrape(port) for port in ports]
+        if any(s is None for s in scrapes):
+            stable, state = 0, "a worker's /metrics does not answer yet"
+            continue
+        owned = (metric_sum(scrapes, "crm_owned_partitions", stage="stage1"),
+                 metric_sum(scrapes, "crm_owned_partitions", stage="stage2"))
+        lag = metric_sum(scrapes, "crm_consumer_lag")
+        try:
+            ends_in = asyncio.run(end_offsets(bootstrap, inputs))
+            committed = asyncio.run(committed_offsets(bootstrap, f"{app_id}-stage1"))
+            ends = asyncio.run(end_offsets(bootstrap, outputs))
+        except Exception as exc:  # noqa: BLE001 - the broker may be busy; poll again
+            stable, state = 0, f"offsets unavailable: {exc!r}"
+            continue
+        behind = sum(max(0, end - committed.get(tp, 0)) for tp, end in ends_in.items())
+        state = f"owned {owned}, lag {lag:.0f}, input not yet resumed past {behind}"
+        if owned == (partitions, partitions) and lag == 0 and behind == 0 and ends == last:
+            stable += 1
+            if stable >= 3:
+                return time.monotonic() - began
+        else:
+            stable = 0
+        last = ends
+    raise AssertionError(f"not idle after {timeout_s:.0f}s: {state}")

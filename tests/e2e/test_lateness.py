@@ -15,9 +15,17 @@ import pytest
 from streams import localkafka
 from streams.codec import encode_event
 from streams.core.events import make_event, topic_for
-from tests.e2e.harness import WorkerProcess, heartbeat_events, produce, topic_env
+from tests.e2e.harness import (
+    WorkerProcess,
+    env_topics,
+    heartbeat_events,
+    produce,
+    read_topic,
+    topic_env,
+    wait_pipeline_idle,
+)
 from tests.e2e.prom import free_port
-from tests.e2e.test_stream_equals_replay import PARTITIONS, wait_idle
+from tests.e2e.test_stream_equals_replay import PARTITIONS
 from tests.eventgen import generate
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
@@ -49,6 +57,12 @@ def test_late_event_revises_its_window_and_a_too_late_one_changes_nothing(kafka,
     asyncio.run(produce(kafka.bootstrap, [(rename[t], k, v, p) for t, k, v, p in messages]))
     port = free_port()
     worker = WorkerProcess(kafka.bootstrap, "late", port, tmp_path / "worker.log", **env)
+    inputs, outputs = env_topics(env)
+
+    def wait_idle(bootstrap: str, topic: str, ports: list[int], timeout_s: float) -> list:
+        wait_pipeline_idle(bootstrap, "late", ports, inputs, outputs, PARTITIONS, timeout_s)
+        return asyncio.run(read_topic(bootstrap, topic))
+
     kpi_topic = env["CRM_KPI_TOPICS__KPI"]
     try:
         before = wait_idle(kafka.bootstrap, kpi_topic, [port], timeout_s=180)

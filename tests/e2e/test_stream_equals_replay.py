@@ -13,7 +13,6 @@ import asyncio
 import os
 import re
 import time
-import urllib.request
 from collections import Counter
 from pathlib import Path
 
@@ -28,12 +27,14 @@ from tests.e2e.harness import (
     WorkerProcess,
     diff_kpis,
     encode_event,
+    env_topics,
     heartbeat_events,
     latest_kpis,
     produce,
     read_topic,
     replay_kpis,
     topic_env,
+    wait_pipeline_idle,
 )
 from tests.e2e.prom import Prometheus, free_port
 
@@ -78,37 +79,6 @@ def workload() -> Workload:
     return work
 
 
-def metrics_lag(ports: list[int]) -> int | None:
-    total = 0
-    for port in ports:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as response:
-                text = response.read().decode()
-        except OSError:
-            return None
-        total += sum(int(float(v)) for v in re.findall(r"^crm_consumer_lag\{[^}]*\} (\S+)$", text, re.M))
-    return total
-
-
-def wait_idle(bootstrap: str, topic: str, ports: list[int], timeout_s: float) -> list:
-    """Until the workers report no lag and the KPI topic stops growing."""
-    deadline = time.monotonic() + timeout_s
-    last, stable = -1, 0
-    records: list = []
-    while time.monotonic() < deadline:
-        time.sleep(2)
-        records = asyncio.run(read_topic(bootstrap, topic))
-        lag = metrics_lag(ports)
-        if len(records) == last and lag == 0 and records:
-            stable += 1
-            if stable >= 3:
-                return records
-        else:
-            stable = 0
-        last = len(records)
-    raise AssertionError(f"not idle after {timeout_s}s: {len(records)} KPI records, lag {metrics_lag(ports)}")
-
-
 def run_stream(kafka, workload: Workload, prefix: str, tmp_path: Path, *, restart_one: bool, prometheus: bool):
     """Produce, run two workers until idle, read the outputs back; with ``prometheus``,
     also check its answers while the workers still serve /metrics."""
@@ -126,7 +96,9 @@ def run_stream(kafka, workload: Workload, prefix: str, tmp_path: Path, *, restar
             assert workers[0].terminate() == 0, workers[0].tail()
             time.sleep(3)
             workers[0] = WorkerProcess(kafka.bootstrap, prefix, ports[0], tmp_path / "worker0-again.log", **env)
-        records = wait_idle(kafka.bootstrap, env["CRM_KPI_TOPICS__KPI"], ports, timeout_s=600)
+        inputs, outputs = env_topics(env)
+        wait_pipeline_idle(kafka.bootstrap, prefix, ports, inputs, outputs, PARTITIONS, timeout_s=600)
+        records = asyncio.run(read_topic(kafka.bootstrap, env["CRM_KPI_TOPICS__KPI"]))
         sla = sorted(m.value for m in asyncio.run(read_topic(kafka.bootstrap, env["CRM_KPI_TOPICS__SLA"])))
         signals = sorted(m.value for m in asyncio.run(read_topic(kafka.bootstrap, env["CRM_KPI_TOPICS__SIGNALS"])))
         dlq = asyncio.run(read_topic(kafka.bootstrap, env["CRM_KPI_TOPICS__DLQ"]))

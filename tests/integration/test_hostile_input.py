@@ -2,17 +2,19 @@
 fifth of them built to hurt - garbage bytes, empty and null values, 5 MB messages,
 JSON nested 5,000 deep, wrong types, NaN/Infinity, years 1 and 9999, a future
 schema_version, unknown enum values and event types, negative amounts, over-long ids,
-ids re-used with different content, and messages without a Kafka key.
+ids re-used with different content, messages without a Kafka key, and copies keyed by
+another customer (valid events on another partition than their customer's are
+dead-lettered as ``misrouted``).
 
 The worker must not crash (still running, /metrics answering), every bad message must
 be in the dead-letter topic exactly once with its reason and its original bytes, and
 every good message must be counted exactly once: ``crm_events_processed_total`` equals
 the good messages, ``crm_events_duplicate_total`` the re-used ids, and the KPI records
 (highest revision per key), SLA events and churn signals equal ``replay`` of the same
-messages.
+messages (less the misrouted ones).
 
-A second test documents a gap: a keyless copy of an event that lands on another
-partition than its customer's is counted twice (see its docstring).
+A second test: a keyless copy of an event that lands on another partition than its
+customer's is dead-lettered as ``misrouted`` instead of being counted twice.
 """
 
 from __future__ import annotations
@@ -28,11 +30,18 @@ from collections import Counter
 from dataclasses import dataclass
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from streams import localkafka
-from streams.codec import Rejected, decode_dlq, decode_event, encode_event
+from streams.codec import (
+    DlqRecord,
+    Rejected,
+    decode_dlq,
+    decode_event,
+    default_partition,
+    encode_event,
+)
 from streams.codec.records import encode_signal, encode_sla
+from streams.codec.route import route
 from streams.core.events import make_event
 from streams.core.pipeline import CoreConfig
 from streams.replay import run_replay
@@ -41,12 +50,16 @@ from streams.simulate import SimConfig, generate
 from tests.e2e.harness import (
     WorkerProcess,
     diff_kpis,
+    env_topics,
     heartbeat_events,
     latest_kpis,
+    metric_sum,
     produce,
     read_topic,
     replay_kpis,
+    scrape,
     topic_env,
+    wait_pipeline_idle,
 )
 from tests.e2e.prom import free_port
 
@@ -206,14 +219,32 @@ def hostile_messages(base: list, rng: random.Random) -> list[tuple[int, Message]
             doc["data"]["amount_minor"] += 999
         out.append((position, Message(m.topic, m.key, _dump(doc), None, GOOD, "re-used event id, other content")))
 
-    # valid events without a Kafka key, of customers that have no other event: whatever
-    # partition they land on, they are counted once
+    # valid events without a Kafka key, of customers that have no other event: on their
+    # customer's partition (where the default partitioner puts the customer_id) they are
+    # counted once; on another partition they are dead-lettered as misrouted
     for i in range(100):
         position, m = near()
+        customer_id = f"keyless-customer-{i}"
         event = make_event("session.started", event_id=f"keyless-{i}", occurred_at_ms=m.event_time_ms,
-                           customer_id=f"keyless-customer-{i}", source="app", product="crm-pro", platform="web")
-        out.append((position, Message("crm.interactions.v1", None, encode_event(event), None, GOOD,
-                                      "valid without a key")))
+                           customer_id=customer_id, source="app", product="crm-pro", platform="web")
+        home = default_partition(customer_id.encode(), PARTITIONS)
+        if i % 2:
+            out.append((position, Message("crm.interactions.v1", None, encode_event(event), home, GOOD,
+                                          "valid without a key, on its customer's partition")))
+        else:
+            out.append((position, Message("crm.interactions.v1", None, encode_event(event),
+                                          (home + 1 + rng.randrange(PARTITIONS - 1)) % PARTITIONS, "misrouted",
+                                          "without a key, on another partition")))
+
+    # a copy of an event keyed by another customer's id: the default partitioner puts it
+    # where that key belongs - misrouted, unless by chance that is the customer's own
+    # partition, where it is a duplicate of the original
+    for i in range(60):
+        position, m = near()
+        key = f"someone-else-{i}".encode()
+        home = default_partition(m.key, PARTITIONS)
+        reason = GOOD if default_partition(key, PARTITIONS) == home else "misrouted"
+        out.append((position, Message(m.topic, key, m.value, None, reason, "copy keyed by another customer")))
     return out
 
 
@@ -236,6 +267,21 @@ def _digest(value: bytes | None) -> str:
     return hashlib.sha256(value or b"").hexdigest()
 
 
+def expected_reason(message: Message) -> str | None:
+    """What the worker makes of ``message``: the codec's reason, or ``misrouted`` for a
+    valid event that lands on another partition than its customer's."""
+    partition = message.partition
+    if partition is None and message.key is not None:
+        partition = default_partition(message.key, PARTITIONS)  # where the producer puts it
+    if partition is None:  # keyless, the producer's choice: only invalid ones are sent so
+        decoded = decode_event(message.value or b"")
+        assert isinstance(decoded, Rejected), message.kind
+        return decoded.reason.value
+    routed = route(message.value, topic=message.topic, partition=partition, offset=0, key=message.key, now_ms=0,
+                   partitions=PARTITIONS)
+    return routed.reason.value if isinstance(routed, DlqRecord) else GOOD
+
+
 def build_workload() -> HostileWorkload:
     config = SimConfig(seed=66, customers=2_700, duration="1d", late=0.0, malformed=0.0, tail="6h")
     base = list(generate(config))
@@ -256,14 +302,15 @@ def build_workload() -> HostileWorkload:
     messages += [Message("crm.interactions.v1", e.customer_id.encode(), encode_event(e), p, GOOD, "heartbeat")
                  for p, e in heartbeat_events(PARTITIONS, end_ms + 60_000)]
     assert len(messages) == TOTAL
-    for message in messages:  # the construction is what the codec says it is
-        decoded = decode_event(message.value or b"")
-        got = decoded.reason.value if isinstance(decoded, Rejected) else GOOD
+    for message in messages:  # the construction is what the codec and the routing say it is
+        got = expected_reason(message)
         assert got == message.reason, (message.kind, got, message.reason, (message.value or b"")[:120])
-    replay = run_replay([("hostile", i, m.value or b"") for i, m in enumerate(messages)], CoreConfig())
+    # the worker never applies a misrouted event; replay (which knows no partitions) must not either
+    routed = [m for m in messages if m.reason != "misrouted"]
+    replay = run_replay([("hostile", i, m.value or b"") for i, m in enumerate(routed)], CoreConfig())
     bad = [m for m in messages if m.reason is not GOOD]
     expected_reasons = Counter(m.reason for m in bad)
-    assert dict(replay.rejected) == dict(expected_reasons)
+    assert dict(replay.rejected) == {r: n for r, n in expected_reasons.items() if r != "misrouted"}
     return HostileWorkload(
         messages=messages,
         kinds=Counter(m.kind for m in messages),
@@ -289,46 +336,37 @@ def create_inputs(bootstrap: str, env: dict[str, str]) -> dict[str, str]:
     return rename
 
 
-def scrape(port: int) -> dict[str, list[tuple[dict, float]]]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-        assert response.status == 200
-        text = response.read().decode()
-    samples: dict[str, list[tuple[dict, float]]] = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            samples.setdefault(sample.name, []).append((sample.labels, sample.value))
-    return samples
-
-
 def total(samples: dict, name: str, **labels: str) -> float:
-    return sum(v for sample_labels, v in samples.get(name, [])
-               if all(sample_labels.get(k) == want for k, want in labels.items()))
+    return metric_sum([samples], name, **labels)
 
 
-def wait_until_done(worker: WorkerProcess, bootstrap: str, kpi_topic: str, messages: int, timeout_s: float) -> dict:
-    """Until every message was taken (processed + rejected = sent), nothing lags and the
-    KPI topic stopped growing for three polls; returns the last scrape."""
+def wait_until_done(worker: WorkerProcess, bootstrap: str, env: dict[str, str], messages: int,
+                    timeout_s: float) -> dict:
+    """Until every message was taken (processed + rejected = sent) and the pipeline is
+    idle (:func:`tests.e2e.harness.wait_pipeline_idle`: nothing buffered behind the
+    watermark, no lag, outputs stable); returns the last scrape."""
     deadline = time.monotonic() + timeout_s
-    last, stable, state = -1, 0, "no scrape yet"
+    state = "no scrape yet"
+
+    def alive() -> None:
+        assert worker.process.poll() is None, f"worker died (exit {worker.process.returncode}):\n{worker.tail()}"
+
     while time.monotonic() < deadline:
         time.sleep(2)
-        assert worker.process.poll() is None, f"worker died (exit {worker.process.returncode}):\n{worker.tail()}"
-        try:
-            samples = scrape(worker.metrics_port)
-        except OSError as exc:
-            state = f"/metrics: {exc}"
+        alive()
+        samples = scrape(worker.metrics_port)
+        if samples is None:
+            state = "/metrics does not answer"
             continue
         taken = total(samples, "crm_events_processed_total") + total(samples, "crm_events_rejected_total")
-        lag = total(samples, "crm_consumer_lag")
-        records = len(asyncio.run(read_topic(bootstrap, kpi_topic)))
-        state = f"taken {taken:.0f}/{messages}, lag {lag:.0f}, {records} KPI records"
-        if taken == messages and lag == 0 and records == last and records > 0:
-            stable += 1
-            if stable >= 3:
-                return samples
-        else:
-            stable = 0
-        last = records
+        state = f"taken {taken:.0f}/{messages}"
+        if taken == messages:
+            inputs, outputs = env_topics(env)
+            wait_pipeline_idle(bootstrap, env["CRM_KPI_APP_ID"], [worker.metrics_port], inputs, outputs,
+                               PARTITIONS, max(10.0, deadline - time.monotonic()), check=alive)
+            final = scrape(worker.metrics_port)
+            assert final is not None, worker.tail()
+            return final
     raise AssertionError(f"not done after {timeout_s:.0f}s: {state}\n{worker.tail()}")
 
 
@@ -348,7 +386,7 @@ def test_hostile_stream_crashes_nothing_dead_letters_every_bad_message_and_count
     asyncio.run(produce(kafka.bootstrap, ((rename[m.topic], m.key, m.value, m.partition) for m in hostile.messages)))
     worker = WorkerProcess(kafka.bootstrap, prefix, free_port(), tmp_path / "worker.log", **env)
     try:
-        samples = wait_until_done(worker, kafka.bootstrap, env["CRM_KPI_TOPICS__KPI"], TOTAL, timeout_s=300)
+        samples = wait_until_done(worker, kafka.bootstrap, {**env, "CRM_KPI_APP_ID": prefix}, TOTAL, timeout_s=300)
         # no crash: still running, both endpoints answer
         assert worker.process.poll() is None
         with urllib.request.urlopen(f"http://127.0.0.1:{worker.metrics_port}/healthz", timeout=5) as response:
@@ -396,23 +434,20 @@ def test_hostile_stream_crashes_nothing_dead_letters_every_bad_message_and_count
 
 
 @pytest.mark.timeout(240)
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="runtime gap: the worker does not check that a message is on its customer's partition")
-def test_a_keyless_copy_on_another_partition_is_not_counted_twice(kafka, tmp_path):
+def test_a_keyless_copy_on_another_partition_is_dead_lettered_as_misrouted_not_counted_twice(kafka, tmp_path):
     """The catalogue makes ``customer_id`` the Kafka key: all of a customer's events meet
     on one stage-1 task, where its state and its dedupe set live. A producer that sends
     an event without a key (or with another key) lets it land on any partition; if the
-    same event also arrives keyed, two tasks each count it - nothing notices (no dead
-    letter, no metric). Expected: dead-lettered (or routed) instead of counted twice."""
-    from aiokafka.partitioner import murmur2
-
+    same event also arrives keyed, two tasks would each count it. The worker checks that
+    a valid event is on its customer's partition (Kafka's default partitioner on the
+    ``customer_id``) and dead-letters it as ``misrouted`` otherwise."""
     prefix = f"keyless-{os.getpid()}"
     env = topic_env(prefix)
     rename = create_inputs(kafka.bootstrap, env)
     start_ms = 1_793_527_200_000
     order = make_event("purchase.completed", event_id="order-1", occurred_at_ms=start_ms, customer_id="cus-1",
                        order_id="O-1", amount_minor=4_900, currency="EUR", product="crm-pro", kind="new")
-    home = (murmur2(b"cus-1") & 0x7FFFFFFF) % PARTITIONS
+    home = default_partition(b"cus-1", PARTITIONS)
     elsewhere = (home + 1) % PARTITIONS
     messages = [
         (rename["crm.purchases.v1"], b"cus-1", encode_event(order), home),
@@ -424,14 +459,16 @@ def test_a_keyless_copy_on_another_partition_is_not_counted_twice(kafka, tmp_pat
     asyncio.run(produce(kafka.bootstrap, messages))
     worker = WorkerProcess(kafka.bootstrap, prefix, free_port(), tmp_path / "worker.log", **env)
     try:
-        try:
-            samples = wait_until_done(worker, kafka.bootstrap, env["CRM_KPI_TOPICS__KPI"], len(messages), timeout_s=150)
-        except AssertionError as exc:  # not the failure this test expects
-            pytest.fail(f"the worker did not finish: {exc}")
+        samples = wait_until_done(worker, kafka.bootstrap, {**env, "CRM_KPI_APP_ID": prefix}, len(messages), timeout_s=150)
         stream = latest_kpis(asyncio.run(read_topic(kafka.bootstrap, env["CRM_KPI_TOPICS__KPI"])))
+        letters = [decode_dlq(m.value) for m in asyncio.run(read_topic(kafka.bootstrap, env["CRM_KPI_TOPICS__DLQ"]))]
     finally:
         worker.stop()
-    if total(samples, "crm_events_rejected_total") == 1:
-        return  # dead-lettered: fine
+    assert [(str(d.reason), d.partition, d.key) for d in letters] == [("misrouted", elsewhere, None)]
+    assert f"partition is {home} of {PARTITIONS}" in letters[0].detail
+    assert total(samples, "crm_events_rejected_total") == total(samples, "crm_events_rejected_total",
+                                                                reason="misrouted") == 1
+    assert total(samples, "crm_events_processed_total") == len(messages) - 1
+    # replay sees the copy as a duplicate of the order: counted once either way
     problems = diff_kpis(stream, replay_kpis(replay.records))
     assert not problems, "the keyless copy was counted again:\n" + "\n".join(problems)
