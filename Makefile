@@ -17,8 +17,10 @@ test: bootstrap
 test-fast: bootstrap
 	@$(PY) -m pytest -q -m "not kafka and not slow"
 
+# all benchmarks, or some: make bench BENCH="peers -- --events 50000"
 bench: bootstrap
-	@$(PY) -m bench
+	@$(PY) -c "import quixstreams" 2>/dev/null || $(PY) -m pip install -q -e ".[dev,bench]"
+	@$(PY) -m bench $(BENCH)
 
 dashboards: bootstrap
 	@$(PY) -m grafana.generate

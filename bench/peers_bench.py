@@ -1,0 +1,843 @@
+"""Peers: our worker end to end vs. the aiokafka ceiling, a naive faust agent and Quix Streams.
+
+One run, one machine, one dedicated local broker (``streams.localkafka``), the same
+workload: ``--events`` simulated CRM events (``streams.simulate``, seed ``--seed``, a
+clean stream: no duplicates, late or malformed messages) pre-loaded on the three input
+topics (6 partitions each). Each contender runs in its own process, one after the other,
+reading from the beginning with its own consumer group:
+
+1. **ceiling**: aiokafka ``getmany`` + ``orjson.loads``, nothing else;
+2. **worker**: the real ``crm-kpi worker`` (``python -m streams.cli worker``) until it is
+   *current*: every event counted in ``crm_events_processed_total``, no
+   ``crm_consumer_lag``, the stage-1 group's committed offsets (its resume points, which
+   only reach the log end once every buffered event was applied) at the end of every
+   input partition, and the KPI topic's end offsets unchanged for two polls;
+3. **faust**: a naive faust-streaming agent updating a faust ``Table`` per event;
+4. **quix**: a Quix Streams app with event-time tumbling windows, until its consumer
+   group (inputs and its repartition topic) is committed at the log end.
+
+CPU seconds are the contender process's own (``utime + stime`` of all its threads, and
+of waited-for children), from its first input message to the end, so start-up (imports,
+group join) is left out; events/s per core = events ÷ those CPU seconds. Then the
+latency of the worker at 50 % of its measured rate on fresh topics, the same events
+through ``crm-kpi replay`` (the worker's core without Kafka), and the memory of a
+stage-1 ``Processor`` with 1M customers and 100k open tickets. Results are written to
+``bench/results/<date>.json``; docs/performance.md explains every figure. Nothing is
+asserted.
+
+    python -m bench.peers_bench [--events 1000000] [--peer-events N] [--only worker,quix]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import bisect
+import contextlib
+import datetime as dt
+import hashlib
+import json
+import os
+import platform
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from streams import localkafka
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+CACHE = REPO_ROOT / ".cache" / "bench"
+RESULTS = REPO_ROOT / "bench" / "results"
+INPUTS = ("crm.tickets.v1", "crm.interactions.v1", "crm.purchases.v1")
+PEER_PREFIX = "peers."  # topics holding the first --peer-events messages, when capped
+PARTITIONS = 6
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+CONTENDERS = ("ceiling", "worker", "faust", "quix")
+
+TARGETS = {
+    "worker_events_per_core_s": 100_000,
+    "worker_vs_ceiling": 0.5,
+    "worker_vs_faust": 5.0,
+    "worker_vs_quix": 3.0,
+    "latency_p99_s": 1.0,
+    "memory_rss_bytes": 1 << 30,
+}
+
+
+def say(message: str) -> None:
+    print(f"[peers {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+# --------------------------------------------------------------------------- machine
+
+
+def machine() -> dict[str, Any]:
+    cpu = "unknown"
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as handle:
+        cpu = next((line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")), cpu)
+    ram = 0
+    with contextlib.suppress(OSError), open("/proc/meminfo") as handle:
+        ram = next(int(line.split()[1]) * 1024 for line in handle if line.startswith("MemTotal:"))
+    versions = {}
+    for package in ("aiokafka", "faust-streaming", "quixstreams", "confluent-kafka", "orjson"):
+        with contextlib.suppress(Exception):
+            from importlib.metadata import version
+
+            versions[package] = version(package)
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT,
+                            capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run(["git", "status", "--porcelain", "streams"], cwd=REPO_ROOT,
+                           capture_output=True, text=True).stdout.strip()
+    # the worker runs the working tree: name uncommitted changes to streams/ by their hash
+    diff = subprocess.run(["git", "diff", "HEAD", "--", "streams"], cwd=REPO_ROOT,
+                          capture_output=True).stdout
+    return {
+        "cpu_model": cpu, "cores": os.cpu_count(), "ram_bytes": ram,
+        "kernel": platform.release(), "python": platform.python_version(),
+        "kafka": localkafka.kafka_version(), "packages": versions,
+        "git_commit": commit, "streams_dirty": bool(dirty),
+        "streams_diff_sha1": hashlib.sha1(diff).hexdigest()[:12] if diff else None,
+        "streams_dirty_files": dirty.splitlines(),
+        "load_average_at_start": os.getloadavg(),
+    }
+
+
+def tree_state() -> dict[str, Any]:
+    """HEAD and a hash of uncommitted changes to streams/ right now: the worker, replay and
+    the memory phase import the working tree when they start, and it may change under a
+    long run when others work in the same tree."""
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT,
+                            capture_output=True, text=True).stdout.strip()
+    diff = subprocess.run(["git", "diff", "HEAD", "--", "streams"], cwd=REPO_ROOT, capture_output=True).stdout
+    return {"commit": commit, "streams_diff_sha1": hashlib.sha1(diff).hexdigest()[:12] if diff else None,
+            "at": time.strftime("%H:%M:%S")}
+
+
+# --------------------------------------------------------------------------- workload
+
+
+def workload(seed: int, count: int) -> list[tuple[str, bytes, bytes]]:
+    """(topic, key, value) of the first ``count`` simulated messages; cached as lines
+    ``topic<TAB>key<TAB>value`` in .cache/bench/ (JSON values hold no raw tab/newline)."""
+    CACHE.mkdir(parents=True, exist_ok=True)
+    path = CACHE / f"sim-seed{seed}-n{count}.tsv"
+    if path.is_file():
+        messages = []
+        with open(path, "rb") as handle:
+            for line in handle:
+                topic, key, value = line.rstrip(b"\n").split(b"\t", 2)
+                messages.append((topic.decode(), key, value))
+        if len(messages) == count:
+            say(f"workload: {count:,} messages from {path.relative_to(REPO_ROOT)}")
+            return messages
+    from streams.simulate import SimConfig, generate
+
+    say(f"workload: generating {count:,} simulated messages (seed {seed}; cached for later runs)")
+    began = time.monotonic()
+    config = SimConfig(seed=seed, customers=max(1000, count // 4), duration="1d",
+                       duplicates=0.0, late=0.0, malformed=0.0)
+    messages = []
+    for message in generate(config):
+        messages.append((message.topic, message.key, message.value))
+        if len(messages) >= count:
+            break
+    staging = path.with_suffix(".tmp")
+    with open(staging, "wb") as handle:
+        handle.writelines(b"%s\t%s\t%s\n" % (t.encode(), k, v) for t, k, v in messages)
+    staging.replace(path)
+    say(f"workload: {len(messages):,} messages in {time.monotonic() - began:.0f} s")
+    return messages
+
+
+async def produce(bootstrap: str, messages, prefix: str = "") -> None:
+    from aiokafka import AIOKafkaProducer
+
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, max_batch_size=512 * 1024,
+                                acks=1)
+    await producer.start()
+    try:
+        pending = []
+        for topic, key, value in messages:
+            pending.append(await producer.send(prefix + topic, value, key=key))
+            if len(pending) >= 20_000:
+                await asyncio.gather(*pending)
+                pending.clear()
+        await asyncio.gather(*pending)
+    finally:
+        await producer.stop()
+
+
+async def end_offsets(bootstrap: str, tps) -> dict:
+    from aiokafka import AIOKafkaConsumer
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        return await consumer.end_offsets(list(tps)) if tps else {}
+    finally:
+        await consumer.stop()
+
+
+async def topic_ends(bootstrap: str, topics) -> dict:
+    from aiokafka import TopicPartition
+
+    return await end_offsets(bootstrap, [TopicPartition(t, p) for t in topics for p in range(PARTITIONS)])
+
+
+async def committed(bootstrap: str, group: str) -> dict:
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        offsets = await admin.list_consumer_group_offsets(group)
+    finally:
+        await admin.close()
+    return {tp: meta.offset for tp, meta in offsets.items()}
+
+
+# --------------------------------------------------------------------------- processes
+
+
+def proc_cpu(pid: int) -> float | None:
+    """utime + stime + cutime + cstime of ``pid`` in seconds (all threads)."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            fields = handle.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return sum(int(value) for value in fields[11:15]) / CLK_TCK
+
+
+def proc_hwm(pid: int) -> int | None:
+    """Peak resident set size (VmHWM) of ``pid`` in bytes."""
+    try:
+        with open(f"/proc/{pid}/status") as handle:
+            return next(int(line.split()[1]) * 1024 for line in handle if line.startswith("VmHWM:"))
+    except (OSError, StopIteration):
+        return None
+
+
+@dataclass
+class Run:
+    """A contender process and what was measured of it."""
+
+    name: str
+    process: subprocess.Popen
+    log_path: Path
+    began: float = field(default_factory=time.monotonic)
+    first: dict | None = None  # {"cpu", "wall"} at the first input message
+    done: dict | None = None
+    progress: dict | None = None
+    _offset: int = 0
+
+    def messages(self) -> list[dict]:
+        """New BENCH lines of the process's output."""
+        found = []
+        with open(self.log_path, "rb") as handle:
+            handle.seek(self._offset)
+            data = handle.read()
+        end = data.rfind(b"\n") + 1
+        self._offset += end
+        for line in data[:end].decode(errors="replace").splitlines():
+            if "BENCH {" in line:
+                found.append(json.loads(line.split("BENCH ", 1)[1]))
+        return found
+
+    def poll_lines(self) -> None:
+        for message in self.messages():
+            self.first = message.get("first", self.first)
+            self.done = message.get("done", self.done)
+            self.progress = message.get("progress", self.progress)
+
+    def cpu(self) -> float | None:
+        return proc_cpu(self.process.pid)
+
+    def tail(self, lines: int = 20) -> str:
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def spawn(name: str, command: list[str], logdir: Path, env: dict[str, str] | None = None) -> Run:
+    log_path = logdir / f"{name}.log"
+    log = open(log_path, "wb")  # noqa: SIM115 - the child holds it; closed with the process
+    environment = {**os.environ, **(env or {})}
+    environment["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), environment.get("PYTHONPATH")]))
+    process = subprocess.Popen(command, cwd=REPO_ROOT, env=environment, stdout=log, stderr=subprocess.STDOUT)
+    log.close()
+    return Run(name, process, log_path)
+
+
+def figures(name: str, events: int, cpu: float, wall: float, hwm: int | None, **extra: Any) -> dict:
+    return {
+        "contender": name, "events": events, "cpu_seconds": round(cpu, 3), "wall_seconds": round(wall, 3),
+        "events_per_core_second": round(events / cpu) if cpu > 0 else None,
+        "wall_events_per_second": round(events / wall) if wall > 0 else None,
+        "cpu_utilisation": round(cpu / wall, 3) if wall > 0 else None,
+        "peak_rss_bytes": hwm, **extra,
+    }
+
+
+def run_peer(role: str, bootstrap: str, topics: list[str], total: int, logdir: Path,
+             timeout: float, stamp: str) -> dict:
+    """A contender that reports its own first/done lines (ceiling, faust, quix)."""
+    group = f"bench-{role}-{stamp}"
+    command = [sys.executable, "-m", "bench.peers_contenders", role, "--bootstrap", bootstrap,
+               "--topics", ",".join(topics), "--total", str(total), "--group", group,
+               "--partitions", str(PARTITIONS)]
+    say(f"{role}: starting ({total:,} events, group {group})")
+    run = spawn(role, command, logdir)
+    deadline = time.monotonic() + timeout
+    next_note = time.monotonic() + 15
+    end_cpu = end_wall = hwm = None
+    drained_once = False
+    try:
+        while time.monotonic() < deadline:
+            time.sleep(0.25)
+            hwm = proc_hwm(run.process.pid) or hwm
+            run.poll_lines()
+            if run.process.poll() is not None and run.done is None:
+                say(f"{role}: exited with {run.process.returncode} before finishing:\n{run.tail()}")
+                break
+            if time.monotonic() >= next_note:
+                next_note += 15
+                cpu = run.cpu() or 0.0
+                note = f"{role}: {time.monotonic() - run.began:4.0f} s, CPU {cpu:6.1f} s"
+                if run.progress:
+                    note += f", {run.progress['n']:,} events"
+                say(note + (", all input taken, draining" if run.done else ""))
+            if run.done is None:
+                continue
+            if role != "quix":
+                end_cpu, end_wall = run.done["cpu"], run.done["wall"]
+                break
+            # Quix: the repartition topic and the windows must be drained too
+            if quix_drained(bootstrap, group):
+                if drained_once:
+                    end_cpu, end_wall = run.cpu(), time.time()
+                    break
+                drained_once = True
+            else:
+                drained_once = False
+        hwm = proc_hwm(run.process.pid) or hwm
+    finally:
+        run.stop()
+    if run.done and run.done.get("maxrss"):  # a process that exited by itself has no VmHWM left
+        hwm = max(hwm or 0, run.done["maxrss"])  # its own VmHWM when it finished
+    finals = [m["final"] for m in run.messages() if "final" in m]  # Quix: said after stopping
+    if run.first is None or end_cpu is None:
+        partial = run.progress
+        result = {"contender": role, "events": total, "finished": False,
+                  "log": str(run.log_path.relative_to(REPO_ROOT))}
+        if run.first is not None and partial and partial["n"] > 0:
+            cpu, wall = partial["cpu"] - run.first["cpu"], partial["wall"] - run.first["wall"]
+            result.update(figures(role, partial["n"], cpu, wall, hwm, finished=False,
+                                  note=f"timed out after {timeout:.0f} s; rates from the first "
+                                       f"{partial['n']:,} events"))
+        say(f"{role}: did not finish: {result}")
+        return result
+    result = figures(role, total, end_cpu - run.first["cpu"], end_wall - run.first["wall"], hwm,
+                     finished=True, startup_cpu_seconds=round(run.first["cpu"], 3),
+                     **({"late_skipped": finals[0].get("late")} if finals else {}))
+    say(f"{role}: {result['events_per_core_second']:,} events per CPU-s, "
+        f"{result['wall_events_per_second']:,} events/s wall, peak RSS {(hwm or 0) / 2**20:,.0f} MiB")
+    return result
+
+
+def quix_drained(bootstrap: str, group: str) -> bool:
+    """Every partition the Quix group consumes (inputs and repartition) committed at its end."""
+    try:
+        offsets = asyncio.run(committed(bootstrap, group))
+        ends = asyncio.run(end_offsets(bootstrap, list(offsets)))
+    except Exception:  # noqa: BLE001 - busy broker: try again at the next poll
+        return False
+    return bool(offsets) and any(tp.topic.startswith("repartition") for tp in offsets) and all(
+        offsets[tp] >= ends[tp] for tp in offsets)
+
+
+# --------------------------------------------------------------------------- the worker
+
+_SAMPLE = re.compile(rb'^(crm_events_processed_total|crm_events_rejected_total|crm_consumer_lag|'
+                     rb'crm_owned_partitions|crm_events_late_total|crm_events_dropped_late_total|'
+                     rb'crm_events_duplicate_total)(\{[^}]*\})? ([0-9.eE+-]+|NaN)$', re.M)
+_TOPIC = re.compile(rb'topic="([^"]*)"')
+_STAGE = re.compile(rb'stage="([^"]*)"')
+
+
+def scrape(port: int) -> dict | None:
+    """The few pipeline series the bench needs, parsed from /metrics with one regex."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as response:
+            text = response.read()
+    except OSError:
+        return None
+    out: dict[str, Any] = {"processed": {}, "rejected": 0.0, "lag": 0.0, "owned": {}}
+    for name, labels, value in _SAMPLE.findall(text):
+        number = float(value)
+        if name == b"crm_events_processed_total":
+            topic = _TOPIC.search(labels or b"")
+            out["processed"][topic.group(1).decode() if topic else ""] = number
+        elif name == b"crm_events_rejected_total":
+            out["rejected"] += number
+        elif name == b"crm_consumer_lag":
+            out["lag"] += number
+        elif name != b"crm_owned_partitions":
+            key = name.decode().removeprefix("crm_events_").removesuffix("_total")
+            out[key] = out.get(key, 0.0) + number
+        else:
+            stage = _STAGE.search(labels or b"")
+            out["owned"][stage.group(1).decode() if stage else ""] = number
+    return out
+
+
+def worker_env(app_id: str, port: int, bootstrap: str, prefix: str = "") -> dict[str, str]:
+    from streams.settings import Topics
+
+    env = {"CRM_KPI_BOOTSTRAP_SERVERS": bootstrap, "CRM_KPI_APP_ID": app_id,
+           "CRM_KPI_METRICS_PORT": str(port), "CRM_KPI_IDLE_TIMEOUT": "1s",
+           "CRM_KPI_LOG_LEVEL": "WARNING"}
+    if prefix:
+        env.update({f"CRM_KPI_TOPICS__{name.upper()}": f"{prefix}{default.default}"
+                    for name, default in Topics.model_fields.items()})
+    return env
+
+
+def start_worker(name: str, bootstrap: str, logdir: Path, prefix: str = "") -> tuple[Run, int, str]:
+    app_id = f"bench-{name}-{int(time.time())}"
+    port = localkafka.free_port()
+    command = [sys.executable, "-m", "streams.cli", "worker", "--bootstrap", bootstrap,
+               "--metrics-port", str(port), "--app-id", app_id]
+    return spawn(name, command, logdir, worker_env(app_id, port, bootstrap, prefix)), port, app_id
+
+
+def run_worker(bootstrap: str, total: int, logdir: Path, timeout: float) -> dict:
+    """Our worker from the beginning of the pre-loaded topics until its output is current."""
+    run, port, app_id = start_worker("worker", bootstrap, logdir)
+    say(f"worker: starting (app id {app_id}, /metrics on {port})")
+    deadline = time.monotonic() + timeout
+    next_note = time.monotonic() + 15
+    first = ingested = current = None
+    last_zero: tuple[float, float] | None = None
+    last_ends = hwm = None
+    counters: dict[str, float] = {}
+    from aiokafka import TopicPartition
+
+    inputs = [TopicPartition(t, p) for t in INPUTS for p in range(PARTITIONS)]
+    try:
+        while time.monotonic() < deadline:
+            time.sleep(0.1 if first is None else 0.25)
+            if run.process.poll() is not None:
+                say(f"worker: exited with {run.process.returncode}:\n{run.tail()}")
+                break
+            cpu, wall = run.cpu(), time.time()
+            hwm = proc_hwm(run.process.pid) or hwm
+            sample = scrape(port)
+            if sample is None or cpu is None:
+                continue
+            seen = sum(sample["processed"].values()) + sample["rejected"]
+            if first is None:
+                if seen == 0:
+                    last_zero = (cpu, wall)
+                    continue
+                first = last_zero or (cpu, wall)  # the last sample before any input counted
+                say(f"worker: first events after {time.monotonic() - run.began:.1f} s "
+                    f"(start-up CPU {first[0]:.1f} s)")
+            if time.monotonic() >= next_note:
+                next_note += 15
+                say(f"worker: {time.monotonic() - run.began:4.0f} s, CPU {cpu:6.1f} s, {seen:,.0f} events, "
+                    f"lag {sample['lag']:,.0f}")
+            if ingested is None and seen >= total:
+                ingested = (cpu, wall)
+                say(f"worker: all {total:,} events counted; waiting until its output is current")
+            if ingested is None or sample["lag"] > 0:
+                continue
+            try:
+                marks = asyncio.run(committed(bootstrap, f"{app_id}-stage1"))
+                ends = asyncio.run(end_offsets(bootstrap, inputs))
+                kpi_ends = asyncio.run(topic_ends(bootstrap, ["crm.kpi.v1", "crm.kpi-partials"]))
+            except Exception:  # noqa: BLE001 - busy broker: poll again
+                continue
+            if any(marks.get(tp, -1) < end for tp, end in ends.items()):
+                last_ends = None
+                continue
+            if kpi_ends == last_ends:
+                current = current or (cpu, wall)
+                counters = {key: sample.get(key, 0.0) for key in ("late", "dropped_late", "duplicate")}
+                break
+            last_ends, current = kpi_ends, (cpu, wall)
+        hwm = proc_hwm(run.process.pid) or hwm
+    finally:
+        run.stop()
+    if first is None or current is None:
+        say(f"worker: did not finish in {timeout:.0f} s:\n{run.tail()}")
+        result = {"contender": "worker", "events": total, "finished": False,
+                  "log": str(run.log_path.relative_to(REPO_ROOT))}
+        if first is not None and ingested is not None:
+            result.update(figures("worker", total, ingested[0] - first[0], ingested[1] - first[1], hwm,
+                                  finished=False, note="output never became current; figures to ingest"))
+        return result
+    result = figures("worker", total, current[0] - first[0], current[1] - first[1], hwm, finished=True,
+                     startup_cpu_seconds=round(first[0], 3),
+                     ingest_cpu_seconds=round(ingested[0] - first[0], 3),
+                     ingest_wall_seconds=round(ingested[1] - first[1], 3),
+                     ingest_wall_events_per_second=round(total / (ingested[1] - first[1])),
+                     late_applied=counters.get("late"), dropped_late=counters.get("dropped_late"),
+                     duplicates=counters.get("duplicate"))
+    say(f"worker: {result['events_per_core_second']:,} events per CPU-s, "
+        f"{result['wall_events_per_second']:,} events/s wall to current "
+        f"({result['ingest_wall_events_per_second']:,}/s to ingest), peak RSS {(hwm or 0) / 2**20:,.0f} MiB")
+    return result
+
+
+# --------------------------------------------------------------------------- latency
+
+_OCCURRED = re.compile(rb'"occurred_at":"[^"]*"')
+
+
+def iso_ms(ms: int) -> bytes:
+    stamp = dt.datetime.fromtimestamp(ms / 1000, dt.UTC)
+    return stamp.strftime("%Y-%m-%dT%H:%M:%S.").encode() + b"%03dZ" % (ms % 1000)
+
+
+class Scraper(threading.Thread):
+    """/metrics every ``interval`` s: (monotonic-ish wall ms when the answer arrived,
+    processed count per topic)."""
+
+    def __init__(self, port: int, interval: float) -> None:
+        super().__init__(name="scraper", daemon=True)
+        self.port, self.interval = port, interval
+        self.samples: list[tuple[float, dict[str, float]]] = []
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopping.is_set():
+            began = time.monotonic()
+            sample = scrape(self.port)
+            if sample is not None:
+                self.samples.append((time.time() * 1000, dict(sample["processed"])))
+            self.stopping.wait(max(0.0, self.interval - (time.monotonic() - began)))
+
+
+async def paced_produce(bootstrap: str, messages, prefix: str, rate: float, seconds: float,
+                        sent: dict[str, list[float]]) -> int:
+    """Send at ``rate`` per second for ``seconds``, each with ``occurred_at`` = the wall
+    clock when it is handed to the producer; records that time per topic, in order."""
+    from aiokafka import AIOKafkaProducer
+
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, acks=1)
+    await producer.start()
+    count = 0
+    wanted = int(rate * seconds)
+    try:
+        began = time.monotonic()
+        pending = []
+        while count < wanted:
+            due = min(wanted, int((time.monotonic() - began) * rate) + 1)
+            while count < due:
+                topic, key, value = messages[count % len(messages)]
+                now_ms = int(time.time() * 1000)
+                value = _OCCURRED.sub(b'"occurred_at":"' + iso_ms(now_ms) + b'"', value, count=1)
+                value = value.replace(b'"event_id":"', b'"event_id":"lat%d-' % count, 1)
+                pending.append(await producer.send(prefix + topic, value, key=key))
+                sent.setdefault(prefix + topic, []).append(now_ms)
+                count += 1
+            if len(pending) > 5_000:
+                await asyncio.gather(*pending)
+                pending.clear()
+            await asyncio.sleep(0.005)
+        await asyncio.gather(*pending)
+    finally:
+        await producer.stop()
+    return count
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered)) - 1))]
+
+
+def run_latency(bootstrap: str, messages, rate: float, seconds: float, logdir: Path, timeout: float) -> dict:
+    """The worker on fresh topics; events produced at ``rate`` with occurred_at = now."""
+    prefix = f"lat{int(time.time())}."
+    localkafka.create_topics(bootstrap, [prefix + t for t in INPUTS], partitions=PARTITIONS)
+    run, port, app_id = start_worker("worker-latency", bootstrap, logdir, prefix)
+    say(f"latency: worker {app_id} on topics {prefix}*; waiting for its partitions")
+    deadline = time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline:
+            sample = scrape(port)
+            if sample and sample["owned"].get("stage1") == PARTITIONS and sample["owned"].get("stage2") == PARTITIONS:
+                break
+            if run.process.poll() is not None:
+                raise RuntimeError(f"latency worker exited:\n{run.tail()}")
+            time.sleep(0.2)
+        else:
+            raise RuntimeError("latency worker did not own its partitions in 120 s")
+        scraper = Scraper(port, 0.05)
+        scraper.start()
+        sent: dict[str, list[float]] = {}
+        say(f"latency: producing {rate:,.0f} events/s for {seconds:.0f} s (occurred_at = now), "
+            f"scraping /metrics every 50 ms")
+        cpu0 = run.cpu() or 0.0
+        produced = asyncio.run(paced_produce(bootstrap, messages, prefix, rate, seconds, sent))
+        wait_until = time.monotonic() + timeout
+        while time.monotonic() < wait_until:
+            last = scraper.samples[-1][1] if scraper.samples else {}
+            if all(last.get(topic, 0) >= len(times) for topic, times in sent.items()):
+                break
+            time.sleep(0.2)
+        scraper.stopping.set()
+        scraper.join()
+        cpu = (run.cpu() or 0.0) - cpu0
+        hwm = proc_hwm(run.process.pid)
+    finally:
+        run.stop()
+    latencies: list[float] = []
+    missing = 0
+    for topic, times in sent.items():
+        samples = [(at, counts.get(topic, 0.0)) for at, counts in scraper.samples]
+        counts = [count for _, count in samples]
+        for index, occurred in enumerate(times, start=1):
+            at = bisect.bisect_left(counts, index)  # counts only grow
+            if at == len(samples):
+                missing += 1
+            else:
+                latencies.append((samples[at][0] - occurred) / 1000)
+    if not latencies:
+        return {"finished": False, "produced": produced, "missing": missing}
+    result = {
+        "finished": missing == 0, "produced": produced, "rate_events_per_second": round(rate),
+        "seconds": seconds, "scrapes": len(scraper.samples), "scrape_interval_s": 0.05,
+        "p50_s": round(percentile(latencies, 50), 4), "p99_s": round(percentile(latencies, 99), 4),
+        "max_s": round(max(latencies), 4), "not_seen": missing,
+        "worker_cpu_seconds": round(cpu, 2), "worker_cpu_share_of_one_core": round(cpu / seconds, 3),
+        "peak_rss_bytes": hwm,
+    }
+    say(f"latency: p50 {result['p50_s'] * 1000:,.0f} ms, p99 {result['p99_s'] * 1000:,.0f} ms "
+        f"(max {result['max_s'] * 1000:,.0f} ms) over {produced:,} events at {rate:,.0f}/s; {missing} not seen")
+    return result
+
+
+# --------------------------------------------------------------------------- memory
+
+
+def run_memory(customers: int, tickets: int, logdir: Path, timeout: float) -> dict:
+    say(f"memory: a stage-1 Processor with {customers:,} customers and {tickets:,} open tickets")
+    run = spawn("memory", [sys.executable, "-m", "bench.peers_contenders", "memory",
+                           "--customers", str(customers), "--tickets", str(tickets)], logdir)
+    try:
+        run.process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        say("memory: timed out")
+        run.stop()
+        return {"finished": False}
+    found = [m["memory"] for m in run.messages() if "memory" in m]
+    if not found:
+        say(f"memory: failed:\n{run.tail()}")
+        return {"finished": False}
+    result = {"finished": True, **found[0]}
+    say(f"memory: RSS {result['rss_bytes'] / 2**20:,.0f} MiB (peak {result['vmhwm_bytes'] / 2**20:,.0f} MiB) "
+        f"for {result['customers']:,} customers and {result['open_tickets']:,} open tickets")
+    return result
+
+
+# --------------------------------------------------------------------------- core only
+
+
+def run_core(messages, seed: int, logdir: Path, timeout: float) -> dict:
+    """The same events through ``crm-kpi replay`` (one Processor and one Merger, the
+    worker's core, without Kafka, transactions or changelogs): CPU of the whole process
+    (start-up included, ~1 s), from ``wait4``."""
+    path = CACHE / f"sim-seed{seed}-n{len(messages)}.jsonl"
+    if not path.is_file():
+        staging = path.with_suffix(".tmp")
+        with open(staging, "wb") as handle:
+            handle.writelines(value + b"\n" for _, _, value in messages)
+        staging.replace(path)
+    say(f"core: crm-kpi replay of the same {len(messages):,} events (no Kafka)")
+    run = spawn("core", [sys.executable, "-m", "streams.cli", "replay", str(path), "-q", "--out", os.devnull],
+                logdir)
+    deadline = time.monotonic() + timeout
+    hwm = None
+    began = time.monotonic()
+    while time.monotonic() < deadline:
+        hwm = proc_hwm(run.process.pid) or hwm
+        pid, status, usage = os.wait4(run.process.pid, os.WNOHANG)
+        if pid:
+            run.process.returncode = os.waitstatus_to_exitcode(status)
+            break
+        time.sleep(0.1)
+    else:
+        run.stop()
+        return {"contender": "core", "finished": False}
+    wall = time.monotonic() - began
+    if run.process.returncode != 0:
+        say(f"core: replay failed:\n{run.tail()}")
+        return {"contender": "core", "finished": False}
+    cpu = usage.ru_utime + usage.ru_stime
+    result = figures("core", len(messages), cpu, wall, hwm, finished=True,
+                     note="crm-kpi replay: decode + Processor + Merger, start-up included")
+    say(f"core: {result['events_per_core_second']:,} events per CPU-s (replay, no Kafka)")
+    return result
+
+
+# --------------------------------------------------------------------------- report
+
+
+def ratios(results: dict[str, dict]) -> dict[str, float]:
+    out = {}
+    rates = {name: r.get("events_per_core_second") for name, r in results.items()}
+    for a in CONTENDERS:
+        for b in CONTENDERS:
+            if a != b and rates.get(a) and rates.get(b):
+                out[f"{a}/{b}"] = round(rates[a] / rates[b], 3)
+    return out
+
+
+def table(results: dict[str, dict]) -> str:
+    """Markdown table of the contenders (docs/performance.md has the same columns)."""
+    rows = ["| contender | events | CPU s | events per core-s | wall events/s | ÷ ceiling | worker ÷ it | peak RSS MiB |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    ceiling = results.get("ceiling", {}).get("events_per_core_second")
+    ours = results.get("worker", {}).get("events_per_core_second")
+    for name in CONTENDERS:
+        r = results.get(name)
+        if not r:
+            continue
+        rate = r.get("events_per_core_second")
+        if not rate:
+            rows.append(f"| {name} | did not finish | | | | | | |")
+            continue
+        versus = f"{rate / ceiling:.3f}×" if ceiling else "–"
+        worker = f"{ours / rate:.2f}×" if ours else "–"
+        mark = "" if r.get("finished", True) else " (partial)"
+        rows.append(f"| {name}{mark} | {r['events']:,} | {r['cpu_seconds']:,.1f} | {rate:,} | "
+                    f"{r['wall_events_per_second']:,} | {versus} | {worker} | "
+                    f"{(r.get('peak_rss_bytes') or 0) / 2**20:,.0f} |")
+    return "\n".join(rows)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=1_000_000, help="simulated events on the input topics")
+    parser.add_argument("--peer-events", type=int, default=None,
+                        help="cap the naive peers (faust, quix) at the first N events (per-core rates are per event)")
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--only", default=",".join(CONTENDERS + ("latency", "core", "memory")),
+                        help="comma-separated subset of ceiling,worker,faust,quix,latency,core,memory")
+    parser.add_argument("--timeout", type=float, default=1500, help="seconds per contender at most")
+    parser.add_argument("--latency-seconds", type=float, default=60, help="how long to produce at 50 %%")
+    parser.add_argument("--latency-rate", type=float, default=None,
+                        help="events/s of the latency phase (default: 50 %% of the worker's measured wall rate)")
+    parser.add_argument("--memory-customers", type=int, default=1_000_000)
+    parser.add_argument("--memory-tickets", type=int, default=100_000)
+    parser.add_argument("--out", type=Path, default=None, help="result file (default bench/results/<date>.json)")
+    args = parser.parse_args()
+    only = set(args.only.split(","))
+    peer_events = min(args.peer_events or args.events, args.events)
+
+    began = time.monotonic()
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    logdir = CACHE / "runs" / stamp
+    logdir.mkdir(parents=True, exist_ok=True)
+    info = machine()
+    say(f"machine: {info['cpu_model']}, {info['cores']} cores, {info['ram_bytes'] / 2**30:.1f} GiB, "
+        f"python {info['python']}, Kafka {info['kafka']}; logs in {logdir.relative_to(REPO_ROOT)}")
+    messages = workload(args.seed, args.events)
+    results: dict[str, dict] = {}
+    extra: dict[str, Any] = {}
+    if only & {*CONTENDERS, "latency"}:  # the broker phases
+        with localkafka.start(cache_dir=REPO_ROOT / ".cache", heap="1g") as kafka:
+            bootstrap = kafka.bootstrap
+            say(f"broker {bootstrap} up in {kafka.startup_seconds:.1f} s; loading {len(messages):,} events")
+            localkafka.create_topics(bootstrap, list(INPUTS), partitions=PARTITIONS)
+            t0 = time.monotonic()
+            asyncio.run(produce(bootstrap, messages))
+            say(f"loaded in {time.monotonic() - t0:.0f} s")
+            peer_topics = list(INPUTS)
+            if peer_events < args.events and only & {"faust", "quix"}:
+                peer_topics = [PEER_PREFIX + t for t in INPUTS]
+                localkafka.create_topics(bootstrap, peer_topics, partitions=PARTITIONS)
+                asyncio.run(produce(bootstrap, messages[:peer_events], PEER_PREFIX))
+                say(f"peers read {peer_events:,} events from {PEER_PREFIX}* (--peer-events)")
+            for name in CONTENDERS:
+                if name not in only:
+                    continue
+                broker_cpu = proc_cpu(kafka.pid) if kafka.pid else None
+                tree = tree_state()
+                if name == "worker":
+                    results[name] = run_worker(bootstrap, args.events, logdir, args.timeout)
+                elif name == "ceiling":
+                    results[name] = run_peer(name, bootstrap, list(INPUTS), args.events, logdir, args.timeout, stamp)
+                else:
+                    results[name] = run_peer(name, bootstrap, peer_topics, peer_events, logdir, args.timeout, stamp)
+                if broker_cpu is not None and kafka.pid:
+                    # the broker's CPU while this contender ran (not in its events per core-s)
+                    results[name]["broker_cpu_seconds"] = round((proc_cpu(kafka.pid) or 0.0) - broker_cpu, 2)
+                results[name]["tree"] = tree
+            if "latency" in only:
+                measured = results.get("worker", {}).get("ingest_wall_events_per_second")
+                rate = args.latency_rate or (measured / 2 if measured else None)
+                if rate:
+                    tree = tree_state()
+                    extra["latency"] = run_latency(bootstrap, messages, rate, args.latency_seconds, logdir, 300)
+                    extra["latency"]["rate_basis"] = ("--latency-rate" if args.latency_rate else
+                                                      "50 % of the worker's ingest wall rate above")
+                    extra["latency"]["tree"] = tree
+                else:
+                    say("latency: skipped (no worker rate measured and no --latency-rate)")
+    if "core" in only:
+        tree = tree_state()
+        extra["core"] = {**run_core(messages, args.seed, logdir, args.timeout), "tree": tree}
+    if "memory" in only:
+        tree = tree_state()
+        extra["memory"] = {**run_memory(args.memory_customers, args.memory_tickets, logdir, args.timeout),
+                           "tree": tree}
+
+    document = {
+        "date": time.strftime("%Y-%m-%d"), "started": stamp, "machine": info,
+        "workload": {"events": args.events, "peer_events": peer_events, "seed": args.seed,
+                     "topics": list(INPUTS), "partitions": PARTITIONS,
+                     "simulator": "streams.simulate, 1 day, customers = events/4, no duplicates/late/malformed"},
+        "contenders": results, "ratios": ratios(results), **extra, "targets": TARGETS,
+        "load_average_at_end": os.getloadavg(), "seconds": round(time.monotonic() - began),
+    }
+    out = args.out or RESULTS / f"{document['date']}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(document, indent=2) + "\n")
+    print()
+    print(table(results))
+    for key, value in document["ratios"].items():
+        if key.startswith("worker/"):
+            print(f"{key:<16} {value:8.3f}×")
+    if "latency" in extra and extra["latency"].get("p99_s") is not None:
+        lat = extra["latency"]
+        print(f"latency (ingest → crm_events_processed_total) at {lat['rate_events_per_second']:,}/s: "
+              f"p50 {lat['p50_s'] * 1000:,.0f} ms, p99 {lat['p99_s'] * 1000:,.0f} ms")
+    if extra.get("core", {}).get("finished"):
+        print(f"core only (crm-kpi replay, no Kafka): {extra['core']['events_per_core_second']:,} events per CPU-s")
+    if extra.get("memory", {}).get("finished"):
+        mem = extra["memory"]
+        print(f"memory: {mem['customers']:,} customers + {mem['open_tickets']:,} open tickets: "
+              f"RSS {mem['rss_bytes'] / 2**20:,.0f} MiB (target ≤ 1024 MiB)")
+    say(f"results in {out.relative_to(REPO_ROOT) if out.is_relative_to(REPO_ROOT) else out} "
+        f"({time.monotonic() - began:.0f} s)")
+
+
+if __name__ == "__main__":
+    main()
