@@ -130,9 +130,12 @@ class Producer(threading.Thread):
         return self.sent
 
 
-def produce_now(bootstrap: str, messages: list[simulate.SimMessage]) -> int:
-    """As fast as the broker takes them, simulated delivery order kept (``MAX_SKEW_MS``)."""
-    return asyncio.run(simulate.produce(messages, bootstrap, max_skew_ms=MAX_SKEW_MS))
+def produce_now(bootstrap: str, messages: list[simulate.SimMessage], *, live: bool = True) -> int:
+    """As fast as the broker takes them. ``live`` (workers are consuming): simulated
+    delivery order kept to ``MAX_SKEW_MS``; otherwise a backlog for workers started
+    afterwards, where no order across partitions is needed (a task holds event time back
+    for every partition that still has a backlog)."""
+    return asyncio.run(simulate.produce(messages, bootstrap, max_skew_ms=MAX_SKEW_MS if live else None))
 
 
 def produce_heartbeats(bootstrap: str, workload: Workload) -> None:

@@ -128,10 +128,16 @@ def test_broker_stop_and_restart_loses_and_duplicates_nothing(chaos_broker, chao
     messages = chaos_workload.messages
     cut = 2 * len(messages) // 3
     with running(fleet):
+        # two thirds of the day as a backlog, so that the broker stops while it is processed
+        produce_now(fleet.bootstrap, messages[:cut], live=False)
         fleet.start(0)
         fleet.start(1)
-        produce_now(fleet.bootstrap, messages[:cut])
-        _first_output(fleet)
+
+        def processing_the_backlog() -> bool:
+            scrapes = [s for s in (scrape(port) for port in fleet.ports()) if s is not None]
+            return metric_sum(scrapes, "crm_events_processed_total") >= cut // 10
+
+        wait_for(processing_the_backlog, 120, "the workers to process a tenth of the backlog", fleet)
         scrapes = [s for s in (scrape(port) for port in fleet.ports()) if s is not None]
         lag_at_stop = int(metric_sum(scrapes, "crm_consumer_lag"))
         stopped = time.monotonic()
