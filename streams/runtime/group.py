@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine, Iterable
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
@@ -16,18 +15,6 @@ from streams.runtime.kafka import TaskFenced, reopen_with_backoff
 from streams.runtime.stats import RuntimeStats
 
 log = logging.getLogger("crm_kpi.group")
-
-
-async def all_concurrently(coroutines: Iterable[Coroutine[Any, Any, None]]) -> None:
-    """Run the coroutines concurrently until all are done. An unexpected error cancels the
-    others and is raised as itself (not wrapped in an ``ExceptionGroup``), so that the
-    worker's one-line failure report names it."""
-    try:
-        async with asyncio.TaskGroup() as group:
-            for coroutine in coroutines:
-                group.create_task(coroutine)
-    except BaseExceptionGroup as errors:
-        raise errors.exceptions[0] from None
 
 
 class _Rebalance(ConsumerRebalanceListener):

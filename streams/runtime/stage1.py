@@ -41,7 +41,7 @@ from streams.codec.state import (
 )
 from streams.core.pipeline import CoreConfig, Processor
 from streams.core.registry import BASE_BY_NAME, FAMILIES
-from streams.runtime.group import TaskGroup, all_concurrently
+from streams.runtime.group import TaskGroup
 from streams.runtime.kafka import (
     MAX_MESSAGE_BYTES,
     Outgoing,
@@ -370,23 +370,16 @@ class Stage1(TaskGroup):
                 grouped[tp.partition].append((self.slot_of[tp.topic], messages))
             async with self.lock:
                 now = time.monotonic()
-                steps = []
                 for index, task in list(self.tasks.items()):
                     for slot, _ in grouped.get(index, ()):
                         task.delivered_ms[slot] = fetched_ms
-                    steps.append((index, task, grouped.get(index, [])))
-                # the tasks' CPU work runs one after the other (one event loop), their
-                # transactions concurrently: each task has its own producer, and a commit
-                # is mostly waiting for the broker
-                await all_concurrently(self._step(index, task, batches, now) for index, task, batches in steps)
+                    try:
+                        await task.step(grouped.get(index, []), now, self._lagging(index, task))
+                    except (TaskFenced, TimeoutError, KafkaError, OSError) as exc:
+                        await self.handle_failure(index, exc)
+                    await asyncio.sleep(0)
                 await self._commit_group_offsets()
                 self._record_lag()
-
-    async def _step(self, index: int, task: Stage1Task, batches: list[tuple[int, list[Any]]], now: float) -> None:
-        try:
-            await task.step(batches, now, self._lagging(index, task))
-        except (TaskFenced, TimeoutError, KafkaError, OSError) as exc:
-            await self.handle_failure(index, exc)
 
     async def _commit_group_offsets(self) -> None:
         """Best-effort group offsets (the resume points) so that operators see progress

@@ -34,7 +34,7 @@ from streams.core.merge import Merger
 from streams.core.pipeline import CoreConfig
 from streams.core.records import KpiRecord
 from streams.core.windows import MIN_TIME
-from streams.runtime.group import TaskGroup, all_concurrently
+from streams.runtime.group import TaskGroup
 from streams.runtime.kafka import (
     MAX_MESSAGE_BYTES,
     Outgoing,
@@ -255,24 +255,22 @@ class Stage2(TaskGroup):
             by_partition = {tp.partition: messages for tp, messages in data.items()}
             async with self.lock:
                 now = time.monotonic()
-                # CPU work one task after the other, transactions concurrently (see Stage1.run)
-                await all_concurrently(self._step(index, task, by_partition.get(index, []), now)
-                                       for index, task in list(self.tasks.items()))
-
-    async def _step(self, index: int, task: Stage2Task, messages: list[Any], now: float) -> None:
-        tp = TopicPartition(self.topic, index)
-        high = self.consumer.last_stable_offset(tp)
-        # caught up: nothing new arrived, or only a transaction marker remains
-        caught_up = not messages or (high is not None and messages[-1].offset + 2 >= high)
-        try:
-            await task.step(messages, now, caught_up)
-        except (TaskFenced, TimeoutError, KafkaError, OSError) as exc:
-            await self.handle_failure(index, exc)
-            return
-        if high is not None and index in self.tasks:
-            # the consumer's position steps over transaction markers too
-            position = await self.consumer.position(tp)
-            self.stats.lag[(self.topic, index)] = max(0, high - position)
+                for index, task in list(self.tasks.items()):
+                    tp = TopicPartition(self.topic, index)
+                    high = self.consumer.last_stable_offset(tp)
+                    messages = by_partition.get(index, [])
+                    # caught up: nothing new arrived, or only a transaction marker remains
+                    caught_up = not messages or (high is not None and messages[-1].offset + 2 >= high)
+                    try:
+                        await task.step(messages, now, caught_up)
+                    except (TaskFenced, TimeoutError, KafkaError, OSError) as exc:
+                        await self.handle_failure(index, exc)
+                        continue
+                    await asyncio.sleep(0)
+                    if high is not None:
+                        # the consumer's position steps over transaction markers too
+                        position = await self.consumer.position(tp)
+                        self.stats.lag[(self.topic, index)] = max(0, high - position)
 
     def latest_records(self) -> list[KpiRecord]:
         """Latest final record per KPI, window size and dims, of the owned tasks."""

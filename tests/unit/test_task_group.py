@@ -11,7 +11,7 @@ import asyncio
 
 from aiokafka.errors import KafkaConnectionError
 
-from streams.runtime.group import TaskGroup, all_concurrently
+from streams.runtime.group import TaskGroup
 from streams.runtime.stats import RuntimeStats
 
 
@@ -38,41 +38,3 @@ def test_an_assigned_task_that_cannot_be_opened_is_retried_until_the_broker_answ
     assert sorted(group.tasks) == [0, 1, 2]
     assert group.attempts == [0, 1, 1, 1, 1, 2]
     assert group.stats.owned[("stage1", "tasks")] == 3
-
-
-def test_the_steps_of_a_stage_run_concurrently():
-    """Each task's transaction waits for the broker; the tasks of a stage wait together.
-    Two steps that each need the other to have started would deadlock if run in turn."""
-    started = {0: asyncio.Event(), 1: asyncio.Event()}
-    finished: list[int] = []
-
-    async def step(index: int) -> None:
-        started[index].set()
-        await asyncio.wait_for(started[1 - index].wait(), timeout=2)
-        finished.append(index)
-
-    asyncio.run(all_concurrently(step(i) for i in (0, 1)))
-    assert sorted(finished) == [0, 1]
-
-
-def test_an_unexpected_error_in_one_step_is_raised_as_itself_and_stops_the_others():
-    cancelled: list[int] = []
-
-    async def slow() -> None:
-        try:
-            await asyncio.sleep(5)
-        except asyncio.CancelledError:
-            cancelled.append(1)
-            raise
-
-    async def broken() -> None:
-        await asyncio.sleep(0)
-        raise RuntimeError("a bug in a step")
-
-    try:
-        asyncio.run(all_concurrently([slow(), broken()]))
-    except RuntimeError as exc:  # not an ExceptionGroup: the worker's one-line report names it
-        assert str(exc) == "a bug in a step"
-    else:
-        raise AssertionError("the error was swallowed")
-    assert cancelled == [1]
