@@ -40,6 +40,7 @@ import json
 import os
 import platform
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -425,10 +426,25 @@ def start_worker(name: str, bootstrap: str, logdir: Path, prefix: str = "") -> t
     return spawn(name, command, logdir, worker_env(app_id, port, bootstrap, prefix)), port, app_id
 
 
-def run_worker(bootstrap: str, total: int, logdir: Path, timeout: float) -> dict:
+def attach_profiler(pid: int, logdir: Path) -> tuple[subprocess.Popen, Path] | None:
+    """py-spy sampling the worker (collapsed stacks, 100 Hz, idle frames left out) until it
+    exits; None (and a note) when py-spy is not installed."""
+    py_spy = shutil.which("py-spy") or shutil.which("py-spy", path=str(Path(sys.executable).parent))
+    if py_spy is None:
+        say("worker: --profile needs py-spy (pip install py-spy); running without it")
+        return None
+    out = logdir / "worker-profile.folded"
+    process = subprocess.Popen([py_spy, "record", "--pid", str(pid), "--rate", "100", "--format", "raw",
+                                "--output", str(out), "--nonblocking"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    return process, out
+
+
+def run_worker(bootstrap: str, total: int, logdir: Path, timeout: float, profile: bool = False) -> dict:
     """Our worker from the beginning of the pre-loaded topics until its output is current."""
     run, port, app_id = start_worker("worker", bootstrap, logdir)
     say(f"worker: starting (app id {app_id}, /metrics on {port})")
+    profiler = attach_profiler(run.process.pid, logdir) if profile else None
     deadline = time.monotonic() + timeout
     next_note = time.monotonic() + 15
     first = ingested = current = None
@@ -483,6 +499,13 @@ def run_worker(bootstrap: str, total: int, logdir: Path, timeout: float) -> dict
         hwm = proc_hwm(run.process.pid) or hwm
     finally:
         run.stop()
+        if profiler is not None:
+            try:
+                profiler[0].wait(60)  # py-spy writes its file when the worker has exited
+                say(f"worker: profile in {profiler[1].relative_to(REPO_ROOT)} (collapsed stacks; "
+                    "the sampling costs the worker a few per cent)")
+            except subprocess.TimeoutExpired:
+                profiler[0].kill()
     if first is None or current is None:
         say(f"worker: did not finish in {timeout:.0f} s:\n{run.tail()}")
         result = {"contender": "worker", "events": total, "finished": False,
@@ -747,6 +770,8 @@ def main() -> None:
     parser.add_argument("--memory-customers", type=int, default=1_000_000)
     parser.add_argument("--memory-tickets", type=int, default=100_000)
     parser.add_argument("--out", type=Path, default=None, help="result file (default bench/results/<date>.json)")
+    parser.add_argument("--profile", action="store_true",
+                        help="sample the worker with py-spy (collapsed stacks in the run's log directory)")
     args = parser.parse_args()
     only = set(args.only.split(","))
     peer_events = min(args.peer_events or args.events, args.events)
@@ -781,7 +806,7 @@ def main() -> None:
                 broker_cpu = proc_cpu(kafka.pid) if kafka.pid else None
                 tree = tree_state()
                 if name == "worker":
-                    results[name] = run_worker(bootstrap, args.events, logdir, args.timeout)
+                    results[name] = run_worker(bootstrap, args.events, logdir, args.timeout, args.profile)
                 elif name == "ceiling":
                     results[name] = run_peer(name, bootstrap, list(INPUTS), args.events, logdir, args.timeout, stamp)
                 else:
