@@ -47,7 +47,7 @@ class _SpecState:
     """Buckets and publication state of one window spec."""
 
     __slots__ = ("spec", "name", "position", "buckets", "index", "levels", "level_base", "known", "dirty",
-                 "finalized", "published")
+                 "finalized", "published", "latest")
 
     def __init__(self, spec: WindowSpec, position: int) -> None:
         self.spec = spec
@@ -61,6 +61,10 @@ class _SpecState:
         self.dirty: set[int] = set()  # window starts changed since last publication
         self.finalized: set[int] = set()  # window starts published as final
         self.published: dict[tuple[str, Dims, int], tuple[int, tuple]] = {}
+        # (kpi, dims) -> start of its newest window published as final: what gauges show,
+        # kept as windows are published and expire, so a scrape costs O(series), not
+        # O(retained windows)
+        self.latest: dict[tuple[str, Dims], int] = {}
 
 
 class Merger:
@@ -150,15 +154,14 @@ class Merger:
         """The latest final record per (kpi, window size, dims): what gauges show."""
         latest: dict[tuple[str, str, Dims], KpiRecord] = {}
         for state in self.states:
-            size, name = state.spec.size_ms, state.spec.name
-            for (kpi, dims, start), (revision, print_) in state.published.items():
-                if revision < 0:
+            size, name, published = state.spec.size_ms, state.spec.name, state.published
+            for (kpi, dims), start in state.latest.items():
+                revision, print_ = published[(kpi, dims, start)]
+                if revision < 0:  # (a closed window is never published provisionally again)
                     continue
-                key = (kpi, name, dims)
-                current = latest.get(key)
-                if current is None or current.start_ms < start:
-                    value, n, stats = print_
-                    latest[key] = KpiRecord(kpi, name, start, start + size, dims, value, n, dict(stats), revision, True)
+                value, n, stats = print_
+                latest[(kpi, name, dims)] = KpiRecord(kpi, name, start, start + size, dims, value, n, dict(stats),
+                                                      revision, True)
         return latest
 
     def provisional(self) -> list[KpiRecord]:
@@ -230,6 +233,9 @@ class Merger:
                 else:
                     revision = 0
                 state.published[key] = (revision, print_)
+                series = (kpi, dims)
+                if state.latest.get(series, MIN_TIME) <= start:
+                    state.latest[series] = start
                 self._changed_published.add((index, *key))
                 self._removed_published.discard((index, *key))
                 records.append(_with(record, revision, True))
@@ -260,6 +266,10 @@ class Merger:
             state.dirty -= gone
             for key in [k for k in state.published if k[2] in gone]:
                 del state.published[key]
+                # windows expire oldest first: when a series' newest final window goes,
+                # none of its final windows is left
+                if state.latest.get(key[:2]) == key[2]:
+                    del state.latest[key[:2]]
                 self._removed_published.add((index, *key))
                 self._changed_published.discard((index, *key))
 
@@ -303,7 +313,10 @@ class Merger:
             if isinstance(agg, Level):
                 state.levels[(base, dims)][bucket] = agg.delta
         for i, kpi, dims, start, entry in published:
-            self.states[i].published[(kpi, dims, start)] = entry
+            state = self.states[i]
+            state.published[(kpi, dims, start)] = entry
+            if entry[0] >= 0 and state.latest.get((kpi, dims), MIN_TIME) <= start:
+                state.latest[(kpi, dims)] = start
         for meta in specs:
             state = self.states[meta.index]
             state.known, state.finalized, state.dirty = set(meta.known), set(meta.finalized), set(meta.dirty)
