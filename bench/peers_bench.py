@@ -755,6 +755,17 @@ def table(results: dict[str, dict]) -> str:
     return "\n".join(rows)
 
 
+PHASE_MODULES = {"faust": "faust", "quix": "quixstreams"}
+
+
+def missing_modules(phases: set[str]) -> list[str]:
+    """Python packages that selected phases need and this environment lacks."""
+    import importlib.util
+
+    needed = sorted({PHASE_MODULES[p] for p in phases if p in PHASE_MODULES})
+    return [name for name in needed if importlib.util.find_spec(name) is None]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=1_000_000, help="simulated events on the input topics")
@@ -774,6 +785,14 @@ def main() -> None:
                         help="sample the worker with py-spy (collapsed stacks in the run's log directory)")
     args = parser.parse_args()
     only = set(args.only.split(","))
+    unknown = only - {*CONTENDERS, "latency", "core", "memory"}
+    if unknown:
+        parser.error(f"--only: unknown phase(s) {', '.join(sorted(unknown))}")
+    missing = missing_modules(only)
+    if missing:
+        # before minutes of loading: a phase that cannot start would only fail at its turn
+        parser.error(f"{', '.join(missing)} not installed: pip install -e '.[dev,bench]' "
+                     "(make bench does it), or leave the phase out with --only")
     peer_events = min(args.peer_events or args.events, args.events)
 
     began = time.monotonic()
