@@ -175,35 +175,6 @@ async def produce(bootstrap: str, messages, prefix: str = "") -> None:
         await producer.stop()
 
 
-async def end_offsets(bootstrap: str, tps) -> dict:
-    from aiokafka import AIOKafkaConsumer
-
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        return await consumer.end_offsets(list(tps)) if tps else {}
-    finally:
-        await consumer.stop()
-
-
-async def topic_ends(bootstrap: str, topics) -> dict:
-    from aiokafka import TopicPartition
-
-    return await end_offsets(bootstrap, [TopicPartition(t, p) for t in topics for p in range(PARTITIONS)])
-
-
-async def committed(bootstrap: str, group: str) -> dict:
-    from aiokafka.admin import AIOKafkaAdminClient
-
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        offsets = await admin.list_consumer_group_offsets(group)
-    finally:
-        await admin.close()
-    return {tp: meta.offset for tp, meta in offsets.items()}
-
-
 # --------------------------------------------------------------------------- processes
 
 
@@ -363,8 +334,8 @@ def run_peer(role: str, bootstrap: str, topics: list[str], total: int, logdir: P
 def quix_drained(bootstrap: str, group: str) -> bool:
     """Every partition the Quix group consumes (inputs and repartition) committed at its end."""
     try:
-        offsets = asyncio.run(committed(bootstrap, group))
-        ends = asyncio.run(end_offsets(bootstrap, list(offsets)))
+        offsets = asyncio.run(localkafka.committed_offsets(bootstrap, group))
+        ends = asyncio.run(localkafka.end_offsets(bootstrap, {tp.topic for tp in offsets}))
     except Exception:  # noqa: BLE001 - busy broker: try again at the next poll
         return False
     return bool(offsets) and any(tp.topic.startswith("repartition") for tp in offsets) and all(
@@ -451,9 +422,6 @@ def run_worker(bootstrap: str, total: int, logdir: Path, timeout: float, profile
     last_zero: tuple[float, float] | None = None
     last_ends = hwm = None
     counters: dict[str, float] = {}
-    from aiokafka import TopicPartition
-
-    inputs = [TopicPartition(t, p) for t in INPUTS for p in range(PARTITIONS)]
     try:
         while time.monotonic() < deadline:
             time.sleep(0.1 if first is None else 0.25)
@@ -483,9 +451,9 @@ def run_worker(bootstrap: str, total: int, logdir: Path, timeout: float, profile
             if ingested is None or sample["lag"] > 0:
                 continue
             try:
-                marks = asyncio.run(committed(bootstrap, f"{app_id}-stage1"))
-                ends = asyncio.run(end_offsets(bootstrap, inputs))
-                kpi_ends = asyncio.run(topic_ends(bootstrap, ["crm.kpi.v1", "crm.kpi-partials"]))
+                marks = asyncio.run(localkafka.committed_offsets(bootstrap, f"{app_id}-stage1"))
+                ends = asyncio.run(localkafka.end_offsets(bootstrap, INPUTS))
+                kpi_ends = asyncio.run(localkafka.end_offsets(bootstrap, ["crm.kpi.v1", "crm.kpi-partials"]))
             except Exception:  # noqa: BLE001 - busy broker: poll again
                 continue
             if any(marks.get(tp, -1) < end for tp, end in ends.items()):

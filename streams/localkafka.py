@@ -766,6 +766,39 @@ def _run(coro: Any) -> Any:
 # --------------------------------------------------------------------------- topics
 
 
+async def end_offsets(bootstrap: str, topics: Iterable[str]) -> dict[Any, int]:
+    """The log-end offset of every partition of ``topics`` (``TopicPartition`` -> offset);
+    used by tests and benchmarks to tell whether consumers reached the end."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        tps = []
+        for topic in topics:
+            partitions = consumer.partitions_for_topic(topic)
+            if partitions is None:
+                await consumer._client.force_metadata_update()  # noqa: SLF001
+                partitions = consumer.partitions_for_topic(topic) or set()
+            tps += [TopicPartition(topic, p) for p in partitions]
+        return await consumer.end_offsets(tps) if tps else {}
+    finally:
+        await consumer.stop()
+
+
+async def committed_offsets(bootstrap: str, group: str) -> dict[Any, int]:
+    """The committed offsets of consumer group ``group`` (``TopicPartition`` -> offset)."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        offsets = await admin.list_consumer_group_offsets(group)
+    finally:
+        await admin.close()
+    return {tp: meta.offset for tp, meta in offsets.items()}
+
+
 async def create_topics_async(
     bootstrap: str,
     names: Iterable[str],

@@ -17,12 +17,12 @@ from pathlib import Path
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from streams.codec import default_partition, encode_event
 from streams.codec.records import encode_kpi
 from streams.core.events import Event, make_event, topic_for
+from streams.localkafka import committed_offsets, end_offsets  # noqa: F401 - part of this harness's API
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -233,32 +233,6 @@ def scrape(port: int) -> dict[str, list[tuple[dict, float]]] | None:
 def metric_sum(scrapes: list[dict], name: str, **labels: str) -> float:
     return sum(value for s in scrapes for sample_labels, value in s.get(name, [])
                if all(sample_labels.get(k) == v for k, v in labels.items()))
-
-
-async def end_offsets(bootstrap: str, topics: list[str]) -> dict[TopicPartition, int]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        tps = []
-        for topic in topics:
-            partitions = consumer.partitions_for_topic(topic)
-            if partitions is None:
-                await consumer._client.force_metadata_update()  # noqa: SLF001
-                partitions = consumer.partitions_for_topic(topic) or set()
-            tps += [TopicPartition(topic, p) for p in partitions]
-        return await consumer.end_offsets(tps) if tps else {}
-    finally:
-        await consumer.stop()
-
-
-async def committed_offsets(bootstrap: str, group: str) -> dict[TopicPartition, int]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        offsets = await admin.list_consumer_group_offsets(group)
-    finally:
-        await admin.close()
-    return {tp: meta.offset for tp, meta in offsets.items()}
 
 
 def wait_pipeline_idle(bootstrap: str, app_id: str, ports: list[int], inputs: list[str], outputs: list[str],
