@@ -100,14 +100,20 @@ def interaction(event_id: str, hhmmss: str) -> bytes:
                                    customer_id="c1", source="web"))
 
 
+def consume_offsets_0_and_1(h, after_s: float) -> None:
+    """A fetch response puts the interactions partition's end at 2; ``after_s`` later its
+    two records (10:00:00 and 10:00:10) are handed over to the task."""
+    h.consumer.fetch_response(0, {INTERACTIONS: 2}, h.clock.wall_ms)
+    h.clock.tick(after_s)
+    step(h, [(INTERACTIONS, [Message(0, interaction("e1", "10:00:00")),
+                             Message(1, interaction("e2", "10:00:10"))])])
+
+
 def consume_backlog_then_lose_the_broker(h) -> None:
     """Offsets 0-1 of interactions arrive and are consumed; the last fetch response
     before the outage says the partition ends at 2 (it really holds a third record,
     offset 2, from 10:00:05 - produced just before the outage, or during it)."""
-    h.consumer.fetch_response(0, {INTERACTIONS: 2}, h.clock.wall_ms)
-    h.clock.tick(0.05)
-    step(h, [(INTERACTIONS, [Message(0, interaction("e1", "10:00:00")),
-                             Message(1, interaction("e2", "10:00:10"))])])
+    consume_offsets_0_and_1(h, after_s=0.05)
     # the broker goes away: no fetch response from now on, nothing received
     for _ in range(40):  # 8 s of 200 ms polls that return nothing
         h.clock.tick(0.2)
@@ -151,10 +157,7 @@ def test_a_loop_stuck_through_an_outage_does_not_count_it_as_quiet_time(harness)
     first fetch response may already be in when the task is checked next. That one
     response does not make the 8 s before it quiet time."""
     h = harness
-    h.consumer.fetch_response(0, {INTERACTIONS: 2}, h.clock.wall_ms)
-    h.clock.tick(0.05)
-    step(h, [(INTERACTIONS, [Message(0, interaction("e1", "10:00:00")),
-                             Message(1, interaction("e2", "10:00:10"))])])
+    consume_offsets_0_and_1(h, after_s=0.05)
     h.clock.tick(0.3)
     h.consumer.fetch_response(0, {INTERACTIONS: 2}, h.clock.wall_ms)
     h.clock.tick(0.1)
@@ -172,10 +175,7 @@ def test_a_partition_whose_highwater_predates_the_records_just_consumed_is_laggi
     brought them, and the log may have grown since. Until a newer response, that slot
     holds event time back (Processor.watermark) like a slot with a visible backlog."""
     h = harness
-    h.consumer.fetch_response(0, {INTERACTIONS: 2}, h.clock.wall_ms)
-    h.clock.tick(0.5)
-    step(h, [(INTERACTIONS, [Message(0, interaction("e1", "10:00:00")),
-                             Message(1, interaction("e2", "10:00:10"))])])
+    consume_offsets_0_and_1(h, after_s=0.5)
     h.clock.tick(0.2)
     assert Stage1._lagging(h.group, 0, h.task) == {INTERACTIONS}
     h.consumer.fetch_response(0, {INTERACTIONS: 2}, h.clock.wall_ms)
