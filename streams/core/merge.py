@@ -33,6 +33,7 @@ PROVISIONAL_REVISION = -1
 
 
 _LEVEL_BASES = frozenset(name for name, base in BASE_BY_NAME.items() if base.aggregate == "level")
+_DISTINCT_BASES = frozenset(name for name, base in BASE_BY_NAME.items() if base.aggregate == "distinct")
 
 
 def _is_level(base: str) -> bool:
@@ -81,6 +82,9 @@ class Merger:
         self._removed_buckets: set[tuple[int, str, Dims, int]] = set()
         self._changed_published: set[tuple[int, str, Dims, int]] = set()
         self._removed_published: set[tuple[int, str, Dims, int]] = set()
+        # members added to distinct-count buckets since the last take_changes (None: the
+        # bucket is new since, all of it is): their changelog is appended, not rewritten
+        self._fresh: dict[tuple[int, str, Dims, int], set[int] | None] = {}
 
     # -- input --------------------------------------------------------------------------------
     def add(self, partials: dict[PartialKey, object]) -> None:
@@ -96,7 +100,7 @@ class Merger:
                 items = by_pane[pane] = []
             items.append((base, dims, agg))
         watermark, expired = self.watermark, self.lateness.expired
-        changed = self._changed_buckets
+        changed, fresh = self._changed_buckets, self._fresh
         for index, state in enumerate(self.states):
             spec = state.spec
             size = spec.size_ms
@@ -110,14 +114,26 @@ class Merger:
                 touched_level = False
                 for base, dims, agg in items:
                     key = (base, dims, bucket)
+                    change = (index, base, dims, bucket)
                     existing = buckets.get(key)
                     if existing is None:
                         buckets[key] = agg.copy()
+                        if base in _DISTINCT_BASES:
+                            fresh[change] = None
+                    elif base in _DISTINCT_BASES:
+                        new = agg.members - existing.members
+                        if not new:
+                            continue  # nothing to merge, no window changed
+                        existing.members |= new
+                        if change not in fresh:
+                            fresh[change] = new
+                        elif (known := fresh[change]) is not None:
+                            known |= new
                     else:
                         existing.merge(agg)
                     # (an evicted bucket never comes back: eviction and the expiry
                     # check above use the same monotonic watermark)
-                    changed.add((index, base, dims, bucket))
+                    changed.add(change)
                     present.add((base, dims))
                     if _is_level(base):
                         series = levels[(base, dims)]
@@ -257,6 +273,7 @@ class Merger:
                 agg = state.buckets.pop((base, dims, bucket))
                 self._removed_buckets.add((index, base, dims, bucket))
                 self._changed_buckets.discard((index, base, dims, bucket))
+                self._fresh.pop((index, base, dims, bucket), None)
                 if isinstance(agg, Level):
                     state.level_base[(base, dims)] += state.levels[(base, dims)].pop(bucket, 0)
         gone = {s for s in state.known if expired(s + spec.size_ms, self.watermark)}
@@ -294,7 +311,9 @@ class Merger:
             ],
             watermark=self.watermark,
             dropped_late=self.dropped_late,
+            fresh=self._fresh,
         )
+        self._fresh = {}
         self._changed_buckets.clear()
         self._removed_buckets.clear()
         self._changed_published.clear()
@@ -339,6 +358,8 @@ class MergerChanges(NamedTuple):
     specs: list[SpecMeta]
     watermark: int
     dropped_late: int
+    # members added to each changed distinct-count bucket since the last take (None: all)
+    fresh: dict[tuple[int, str, Dims, int], set[int] | None] = {}
 
 
 def _with(record: KpiRecord, revision: int, final: bool) -> KpiRecord:

@@ -30,6 +30,8 @@ from streams.codec.state import (
     encode_published,
     encode_spec_meta,
 )
+from streams.core.aggregates import Distinct
+from streams.core.chunks import DistinctChunks
 from streams.core.merge import Merger
 from streams.core.pipeline import CoreConfig
 from streams.core.records import KpiRecord
@@ -70,6 +72,14 @@ def _bucket_key(index: int, base: str, dims, bucket: int) -> bytes:
     return b"b|" + encode_plain((index, base, dims, bucket))
 
 
+def _chunk_key(index: int, base: str, dims, bucket: int, chunk: int) -> bytes:
+    """Chunk 0 of a distinct-count bucket is its ``b|`` key; later chunks are ``d|`` keys
+    (see streams.core.chunks)."""
+    if chunk == 0:
+        return _bucket_key(index, base, dims, bucket)
+    return b"d|" + encode_plain((index, base, dims, bucket, chunk))
+
+
 def _published_key(index: int, kpi: str, dims, start: int) -> bytes:
     return b"p|" + encode_plain((index, kpi, dims, start))
 
@@ -86,6 +96,7 @@ class Stage2Task:
         self.settings = stage.settings
         config = stage.config
         self.merger = Merger(config.specs, config.lateness, config.min_sample)
+        self.chunks = DistinctChunks()  # changelog chunks of the distinct-count buckets
         self.producer = transactional_producer(stage.settings, f"{stage.settings.app_id}-stage2-{index}")
         self.marks: dict[int, tuple[int, bool]] = {}
         self.tasks_total = 0
@@ -97,21 +108,40 @@ class Stage2Task:
 
     async def open(self) -> int | None:
         await self.producer.start()
-        buckets, published, specs, meta = {}, {}, {}, None
+        buckets, chunks, published, specs, meta = {}, {}, {}, {}, None
         async for key, value in read_partition(self.settings, stage2_changelog(self.settings), self.index):
             kind = key[:2]
             if key == META_KEY:
                 meta = decode_plain(value) if value is not None else None
             elif kind == b"b|":
                 buckets[key] = value
+            elif kind == b"d|":
+                chunks[key] = value
             elif kind == b"p|":
                 published[key] = value
             elif kind == b"s|":
                 specs[key] = value
         if meta is None:
             return None
+        restored = {}
+        for key, value in buckets.items():
+            if value is not None:
+                index, base, dims, bucket, agg = self._parse_bucket(key, value)
+                restored[(index, base, dims, bucket)] = agg
+                if isinstance(agg, Distinct):
+                    self.chunks.restored((index, base, dims, bucket), 1)
+        for key, value in chunks.items():
+            if value is None:
+                continue
+            index, base, dims, bucket, chunk = decode_plain(key[2:])
+            bucket_id = (int(index), base, tuple((str(k), str(v)) for k, v in dims), int(bucket))
+            agg = restored.get(bucket_id)
+            if not isinstance(agg, Distinct):  # chunk 0 (the b| key) is gone: so is the bucket
+                continue
+            agg.merge(decode_bucket(value))
+            self.chunks.restored(bucket_id, max(self.chunks.counts[bucket_id], int(chunk) + 1))
         self.merger.restore(
-            [self._parse_bucket(k, v) for k, v in buckets.items() if v is not None],
+            [(*key, agg) for key, agg in restored.items()],
             [self._parse_published(k, v) for k, v in published.items() if v is not None],
             [decode_spec_meta(v) for v in specs.values() if v is not None],
             meta["watermark"], meta["dropped_late"],
@@ -201,10 +231,18 @@ class Stage2Task:
         outgoing: list[Outgoing] = [
             (self.settings.topics.kpi, encode_kpi(record), kpi_key(record), None) for record in records
         ]
-        outgoing.extend((changelog, encode_bucket(agg), _bucket_key(i, base, dims, bucket), part)
-                        for i, base, dims, bucket, agg in changes.buckets)
-        outgoing.extend((changelog, None, _bucket_key(i, base, dims, bucket), part)
-                        for i, base, dims, bucket in changes.removed_buckets)
+        for i, base, dims, bucket, agg in changes.buckets:
+            if isinstance(agg, Distinct):
+                # appended in chunks: a day's set of active customers is not rewritten per commit
+                key = (i, base, dims, bucket)
+                for chunk, members in self.chunks.plan(key, agg.members, changes.fresh.get(key)):
+                    value = None if members is None else encode_bucket(Distinct(members))
+                    outgoing.append((changelog, value, _chunk_key(i, base, dims, bucket, chunk), part))
+            else:
+                outgoing.append((changelog, encode_bucket(agg), _bucket_key(i, base, dims, bucket), part))
+        for i, base, dims, bucket in changes.removed_buckets:
+            chunks = self.chunks.forget((i, base, dims, bucket))
+            outgoing.extend((changelog, None, _chunk_key(i, base, dims, bucket, chunk), part) for chunk in chunks)
         outgoing.extend((changelog, encode_published(entry), _published_key(i, kpi, dims, start), part)
                         for i, kpi, dims, start, entry in changes.published)
         outgoing.extend((changelog, None, _published_key(i, kpi, dims, start), part)

@@ -1,0 +1,68 @@
+"""Changelog layout of distinct-count buckets: appended in chunks, rewritten now and then.
+
+A distinct-count bucket (the active customers of a day, say) grows with every batch and
+can hold a million members. Writing the whole set to the changelog on every commit made
+stage 2's commits grow with the day (it was the largest single item of a profiled
+worker), and a set beyond ~1M members would not even fit in one Kafka message. So a
+bucket is stored as numbered *chunks*: chunk 0 holds the members as of the last full
+write, each later commit appends one chunk with only the members added since; once a
+bucket has ``max_chunks`` chunks, the next commit rewrites it whole (in as few chunks
+of at most ``max_members`` as it takes) and deletes the chunks it no longer needs. The
+bucket is the union of its chunks. Amortised, a commit writes the new members plus a
+``1 / max_chunks`` share of the set; a restore reads at most ``max_chunks`` messages
+per bucket.
+
+Pure bookkeeping: which chunks to write or delete. The runtime owns the keys and bytes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+
+Chunk = tuple[int, "set[int] | None"]  # (chunk number, members; None: delete the chunk)
+
+MAX_CHUNKS = 32
+MAX_MEMBERS = 500_000  # 4 MB of packed hashes: well inside a Kafka message
+
+
+class DistinctChunks:
+    """How many chunks each bucket has in the changelog, and what to write next."""
+
+    __slots__ = ("max_chunks", "max_members", "counts")
+
+    def __init__(self, max_chunks: int = MAX_CHUNKS, max_members: int = MAX_MEMBERS) -> None:
+        if max_chunks < 1 or max_members < 1:
+            raise ValueError("max_chunks and max_members must be at least 1")
+        self.max_chunks = max_chunks
+        self.max_members = max_members
+        self.counts: dict[Hashable, int] = {}
+
+    def plan(self, key: Hashable, members: set[int], fresh: set[int] | None) -> list[Chunk]:
+        """Chunks to write for a bucket now holding ``members``, of which ``fresh`` were
+        added since its last write (``None``: unknown or all of them, a new bucket)."""
+        count = self.counts.get(key, 0)
+        if fresh is not None and 0 < count < self.max_chunks and len(fresh) <= self.max_members:
+            if not fresh:
+                return []
+            self.counts[key] = count + 1
+            return [(count, fresh)]
+        return self._rewrite(key, members, count)
+
+    def _rewrite(self, key: Hashable, members: set[int], count: int) -> list[Chunk]:
+        ordered = sorted(members)
+        step = self.max_members
+        parts: list[Chunk] = [(i, set(ordered[start:start + step]))
+                              for i, start in enumerate(range(0, len(ordered), step))]
+        if not parts:
+            parts = [(0, set())]  # chunk 0 always exists: it marks the bucket as present
+        self.counts[key] = len(parts)
+        parts.extend((i, None) for i in range(len(parts), count))
+        return parts
+
+    def forget(self, key: Hashable) -> list[int]:
+        """The bucket is gone: the chunk numbers to delete (chunk 0 included)."""
+        return list(range(max(1, self.counts.pop(key, 1))))
+
+    def restored(self, key: Hashable, chunks: int) -> None:
+        """After a restore: the bucket's highest chunk in the changelog is ``chunks - 1``."""
+        self.counts[key] = chunks

@@ -1,0 +1,116 @@
+"""Distinct-count buckets in the stage-2 changelog: appended in chunks, rewritten every
+``max_chunks`` commits (streams.core.chunks), with the members the Merger reports as
+added since the last commit. What a compacted changelog holds must always be the
+bucket: the union of its live chunks equals the merger's set, and an evicted bucket
+leaves no chunk behind."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from streams.core.aggregates import Distinct
+from streams.core.chunks import DistinctChunks
+from streams.core.merge import Merger
+from streams.core.pipeline import CoreConfig, Processor
+from streams.core.windows import Lateness, parse_window_specs
+from tests.eventgen import generate
+
+
+def apply(log: dict, key, writes) -> None:
+    """What compaction keeps of the writes: the last value per (bucket, chunk)."""
+    for chunk, members in writes:
+        if members is None:
+            log.pop((key, chunk), None)
+        else:
+            log[(key, chunk)] = set(members)
+
+
+def union(log: dict, key) -> set[int] | None:
+    parts = [members for (k, _), members in log.items() if k == key]
+    return set().union(*parts) if parts else None
+
+
+def test_a_new_bucket_is_written_whole_then_appended_then_rewritten():
+    chunks = DistinctChunks(max_chunks=3, max_members=10)
+    assert chunks.plan("b", {1, 2}, None) == [(0, {1, 2})]
+    assert chunks.plan("b", {1, 2, 3}, {3}) == [(1, {3})]
+    assert chunks.plan("b", {1, 2, 3}, set()) == []  # nothing new: nothing to write
+    assert chunks.plan("b", {1, 2, 3, 4}, {4}) == [(2, {4})]
+    # three chunks: the next commit rewrites the bucket and deletes chunks 1 and 2
+    assert chunks.plan("b", {1, 2, 3, 4, 5}, {5}) == [(0, {1, 2, 3, 4, 5}), (1, None), (2, None)]
+    assert chunks.forget("b") == [0]
+
+
+def test_a_set_beyond_max_members_is_split_and_the_split_is_undone_when_it_shrinks():
+    chunks = DistinctChunks(max_chunks=4, max_members=3)
+    writes = chunks.plan("b", set(range(7)), None)
+    assert [c for c, _ in writes] == [0, 1, 2] and set().union(*(m for _, m in writes)) == set(range(7))
+    assert all(len(m) <= 3 for _, m in writes)
+    # a batch of fresh members larger than a chunk may hold: rewritten whole, split again
+    writes = chunks.plan("b", set(range(12)), set(range(7, 12)))
+    assert [c for c, _ in writes] == [0, 1, 2, 3]
+    assert chunks.forget("b") == [0, 1, 2, 3]
+
+
+def test_an_unknown_bucket_or_an_empty_one_still_gets_chunk_zero():
+    chunks = DistinctChunks()
+    assert chunks.plan("b", {9}, {9}) == [(0, {9})]  # never written: fresh is not enough
+    assert chunks.plan("e", set(), None) == [(0, set())]
+    assert chunks.forget("never seen") == [0]
+    with pytest.raises(ValueError):
+        DistinctChunks(max_chunks=0)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.sets(st.integers(0, 60), max_size=12), min_size=1, max_size=40),
+       st.integers(1, 5), st.integers(1, 8))
+def test_the_live_chunks_always_union_to_the_set(batches, max_chunks, max_members):
+    chunks = DistinctChunks(max_chunks=max_chunks, max_members=max_members)
+    log: dict = {}
+    members: set[int] = set()
+    for i, batch in enumerate(batches):
+        new = batch - members
+        members |= new
+        apply(log, "b", chunks.plan("b", members, None if i == 0 else new))
+        assert union(log, "b") == members
+        assert len([k for k in log if k[0] == "b"]) <= max(max_chunks, -(-len(members) // max_members))
+    for chunk in chunks.forget("b"):
+        log.pop(("b", chunk), None)
+    assert union(log, "b") is None
+
+
+def test_merger_fresh_members_rebuild_every_distinct_bucket_through_expiry():
+    config = CoreConfig(specs=parse_window_specs("1h,1d"), lateness=Lateness(30_000, 60_000, 2 * 3_600_000))
+    events = sorted(generate(5, customers=40, span_ms=3 * 86_400_000), key=lambda e: e.occurred_at_ms)
+    processor = Processor(config)
+    merger = Merger(config.specs, config.lateness, config.min_sample)
+    chunks = DistinctChunks(max_chunks=3)
+    log: dict = {}
+    appended = rewritten = removed = 0
+    for offset in range(0, len(events), 15):
+        for event in events[offset : offset + 15]:
+            processor.offer(event)
+        processor.advance()
+        merger.add(processor.drain().aggs)
+        merger.advance(processor.watermark)
+        changes = merger.take_changes()
+        for i, base, dims, bucket, agg in changes.buckets:
+            if isinstance(agg, Distinct):
+                key = (i, base, dims, bucket)
+                writes = chunks.plan(key, agg.members, changes.fresh.get(key))
+                appended += len(writes) == 1 and writes[0][0] > 0
+                rewritten += any(m is None for _, m in writes)
+                apply(log, key, writes)
+        for key in changes.removed_buckets:
+            for chunk in chunks.forget(key):
+                log.pop((key, chunk), None)
+            removed += 1
+        live = {(state.position, base, dims, bucket): agg.members
+                for state in merger.states for (base, dims, bucket), agg in state.buckets.items()
+                if isinstance(agg, Distinct)}
+        assert {key for key, _ in log} == set(live)
+        for key, members in live.items():
+            assert union(log, key) == members
+    assert appended and rewritten and removed, "the run must append, rewrite and evict buckets"
