@@ -403,7 +403,11 @@ class CustomerEngine:
         """Recompute the health score; record the change and any pending churn signal."""
         scores = self._scores(c, now_ms)
         total = self._total_weight
-        points = [round(weight * score / total, 6) for (_, weight), score in zip(self._weights, scores, strict=True)]
+        # unrolled over the four components (this runs for most events)
+        (_, w0), (_, w1), (_, w2), (_, w3) = self._weights
+        s0, s1, s2, s3 = scores
+        points = (round(w0 * s0 / total, 6), round(w1 * s1 / total, 6), round(w2 * s2 / total, 6),
+                  round(w3 * s3 / total, 6))
         after = round(math.fsum(points), 6)
         before = c.health if c.health is not None else after
         if c.health is None or after != c.health:
