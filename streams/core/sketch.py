@@ -235,7 +235,7 @@ class QuantileSketch:
             self.min,
             self.max,
             self.zero_count,
-            [[index, self.buckets[index]] for index in sorted(self.buckets)],
+            sorted(self.buckets.items()),  # (index, count) pairs; indexes are unique
         ]
 
     @classmethod
