@@ -41,7 +41,8 @@ def _is_level(base: str) -> bool:
 
 
 def _fingerprint(record: KpiRecord) -> tuple:
-    return (record.value, record.n, tuple(sorted(record.stats.items(), key=lambda kv: kv[0])))
+    # stats keys are unique, so sorting the items orders by key alone
+    return (record.value, record.n, tuple(sorted(record.stats.items())) if record.stats else ())
 
 
 class _SpecState:
@@ -258,9 +259,9 @@ class Merger:
             else:
                 if previous is not None and previous[1] == print_:
                     continue
+                # kept in memory only: what a provisional record said matters just to skip
+                # repeating it; after a restore an open window is published once more
                 state.published[key] = (PROVISIONAL_REVISION, print_)
-                self._changed_published.add((index, *key))
-                self._removed_published.discard((index, *key))
                 records.append(_with(record, PROVISIONAL_REVISION, False))
         return records
 
