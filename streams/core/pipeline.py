@@ -89,6 +89,7 @@ class Processor:
         self.max_event_ms = MIN_TIME
         self.slot_max: dict[int, int] = {}  # max event time per input slot
         self.lagging: frozenset[int] = frozenset()
+        self._watermark: int | None = None  # cached; None after anything it depends on moved
         self.applied_until_ms = MIN_TIME  # every accepted event at or before this was applied
         self.buffer: list[tuple[int, str, int, Event, Source | None]] = []
         self.pending: set[str] = set()  # dedupe keys of buffered events
@@ -111,6 +112,12 @@ class Processor:
         (topic partition) still has a backlog, no later than that slot's own max event
         time: Kafka may hand over one topic's backlog before another's, and the other
         topic's older events must not become late because of it."""
+        cached = self._watermark
+        if cached is None:
+            cached = self._watermark = self._compute_watermark()
+        return cached
+
+    def _compute_watermark(self) -> int:
         if self.lagging:
             held = min(self.slot_max.get(slot, MIN_TIME) for slot in self.lagging)
             return self.lateness.watermark(min(held, self.max_event_ms))
@@ -119,6 +126,7 @@ class Processor:
     def set_lagging(self, slots: Iterable[int]) -> None:
         """Input slots that still have unconsumed records (set by the runtime per batch)."""
         self.lagging = frozenset(slots)
+        self._watermark = None
 
     def offer(self, event: Event, source: Source | None = None) -> str:
         """Take one decoded event. Returns ``accepted``, ``late``, ``duplicate`` or
@@ -136,9 +144,11 @@ class Processor:
         self.counters.accepted += 1
         if ts > self.max_event_ms:
             self.max_event_ms = ts
+            self._watermark = None
         slot = source[0] if source is not None else -1
         if ts > self.slot_max.get(slot, MIN_TIME):
             self.slot_max[slot] = ts
+            self._watermark = None
         if ts <= self.applied_until_ms:
             # behind what was already applied: apply now, out of order (late, within lateness)
             self.counters.late += 1
@@ -278,6 +288,7 @@ class Processor:
         self.tickets = {(t.customer_id, t.ticket_id): t for t in tickets}
         self.applied_until_ms = applied_until_ms
         self.max_event_ms = max_event_ms
+        self._watermark = None
         # Input after the resume offsets is read again, so a slot's max event time may
         # only count what was applied: otherwise a slot re-read from its resume offset
         # would hold the watermark at a time its re-read events have not reached yet.
