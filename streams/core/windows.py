@@ -108,6 +108,10 @@ class Lateness:
     grace_ms: int = 60_000
     allowed_lateness_ms: int = DAY_MS
 
+    def __post_init__(self) -> None:
+        if min(self.out_of_orderness_ms, self.grace_ms, self.allowed_lateness_ms) < 0:
+            raise ValueError("out-of-orderness, grace and allowed lateness must not be negative")
+
     def watermark(self, max_event_ms: int) -> int:
         if max_event_ms <= MIN_TIME:
             return MIN_TIME

@@ -50,3 +50,9 @@ def test_watermark_close_expiry_and_too_late():
     wm = 50 * HOUR
     assert rule.too_late(wm - 60_000 - DAY_MS - 1, wm)
     assert not rule.too_late(wm - 60_000 - DAY_MS, wm)
+
+
+@pytest.mark.parametrize("field", ["out_of_orderness_ms", "grace_ms", "allowed_lateness_ms"])
+def test_negative_lateness_settings_are_refused(field):
+    with pytest.raises(ValueError, match="must not be negative"):
+        Lateness(**{field: -1})
