@@ -36,10 +36,6 @@ _LEVEL_BASES = frozenset(name for name, base in BASE_BY_NAME.items() if base.agg
 _DISTINCT_BASES = frozenset(name for name, base in BASE_BY_NAME.items() if base.aggregate == "distinct")
 
 
-def _is_level(base: str) -> bool:
-    return base in _LEVEL_BASES
-
-
 def _fingerprint(record: KpiRecord) -> tuple:
     # stats keys are unique, so sorting the items orders by key alone
     return (record.value, record.n, tuple(sorted(record.stats.items())) if record.stats else ())
@@ -119,6 +115,7 @@ class Merger:
                     existing = buckets.get(key)
                     if existing is None:
                         buckets[key] = agg.copy()
+                        present.add((base, dims))  # (an existing bucket is in the index)
                         if base in _DISTINCT_BASES:
                             fresh[change] = None
                     elif base in _DISTINCT_BASES:
@@ -135,8 +132,7 @@ class Merger:
                     # (an evicted bucket never comes back: eviction and the expiry
                     # check above use the same monotonic watermark)
                     changed.add(change)
-                    present.add((base, dims))
-                    if _is_level(base):
+                    if base in _LEVEL_BASES:
                         series = levels[(base, dims)]
                         series[bucket] = series.get(bucket, 0) + agg.delta
                         touched_level = True
