@@ -22,8 +22,8 @@ group join) is left out; events/s per core = events ÷ those CPU seconds. Then t
 latency of the worker at 50 % of its measured rate on fresh topics, the same events
 through ``crm-kpi replay`` (the worker's core without Kafka), and the memory of a
 stage-1 ``Processor`` with 1M customers and 100k open tickets. Results are written to
-``bench/results/<date>.json``; docs/performance.md explains every figure. Nothing is
-asserted.
+``bench/results/<date>.json`` (``<date>-<HHMMSS>.json`` for a later run of the day);
+docs/performance.md explains every figure. Nothing is asserted.
 
     python -m bench.peers_bench [--events 1000000] [--peer-events N] [--only worker,quix]
 """
@@ -690,6 +690,14 @@ def run_core(messages, seed: int, logdir: Path, timeout: float) -> dict:
 # --------------------------------------------------------------------------- report
 
 
+def result_path(folder: Path, date: str, stamp: str) -> Path:
+    """``<date>.json``, or ``<date>-<HHMMSS>.json`` (the run's start, from ``stamp`` =
+    ``YYYYmmdd-HHMMSS``) when a run of that day is there already: a second run must not
+    overwrite the figures the docs quote."""
+    first = folder / f"{date}.json"
+    return first if not first.exists() else folder / f"{date}-{stamp.rsplit('-', 1)[-1]}.json"
+
+
 def ratios(results: dict[str, dict]) -> dict[str, float]:
     out = {}
     rates = {name: r.get("events_per_core_second") for name, r in results.items()}
@@ -748,7 +756,8 @@ def main() -> None:
                         help="events/s of the latency phase (default: 50 %% of the worker's measured wall rate)")
     parser.add_argument("--memory-customers", type=int, default=1_000_000)
     parser.add_argument("--memory-tickets", type=int, default=100_000)
-    parser.add_argument("--out", type=Path, default=None, help="result file (default bench/results/<date>.json)")
+    parser.add_argument("--out", type=Path, default=None, help="result file (default bench/results/<date>.json, "
+                        "<date>-<HHMMSS>.json if that exists)")
     parser.add_argument("--profile", action="store_true",
                         help="sample the worker with py-spy (collapsed stacks in the run's log directory)")
     args = parser.parse_args()
@@ -829,7 +838,7 @@ def main() -> None:
         "contenders": results, "ratios": ratios(results), **extra, "targets": TARGETS,
         "load_average_at_end": os.getloadavg(), "seconds": round(time.monotonic() - began),
     }
-    out = args.out or RESULTS / f"{document['date']}.json"
+    out = args.out or result_path(RESULTS, document["date"], stamp)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(document, indent=2) + "\n")
     print()
