@@ -256,7 +256,8 @@ class Merger:
                 if previous is not None and previous[1] == print_:
                     continue
                 # kept in memory only: what a provisional record said matters just to skip
-                # repeating it; after a restore an open window is published once more
+                # repeating it; after a restore, the next provisional publication of a
+                # window may repeat records whose value did not change
                 state.published[key] = (PROVISIONAL_REVISION, print_)
                 records.append(_with(record, PROVISIONAL_REVISION, False))
         return records
