@@ -85,8 +85,15 @@ def _published_key(index: int, kpi: str, dims, start: int) -> bytes:
 
 
 def _parse_key(key: bytes) -> tuple[int, str, tuple, int]:
-    index, name, dims, start = decode_plain(key[2:])
+    """(spec index, name, dims, start) of a ``b|``, ``p|`` or ``d|`` key (a ``d|`` key's
+    chunk number: :func:`_parse_chunk_key`)."""
+    index, name, dims, start = decode_plain(key[2:])[:4]
     return int(index), name, tuple((str(k), str(v)) for k, v in dims), int(start)
+
+
+def _parse_chunk_key(key: bytes) -> tuple[tuple[int, str, tuple, int], int]:
+    """(bucket, chunk number) of a ``d|`` key."""
+    return _parse_key(key), int(decode_plain(key[2:])[4])
 
 
 class Stage2Task:
@@ -133,13 +140,12 @@ class Stage2Task:
         for key, value in chunks.items():
             if value is None:
                 continue
-            index, base, dims, bucket, chunk = decode_plain(key[2:])
-            bucket_id = (int(index), base, tuple((str(k), str(v)) for k, v in dims), int(bucket))
+            bucket_id, chunk = _parse_chunk_key(key)
             agg = restored.get(bucket_id)
             if not isinstance(agg, Distinct):  # chunk 0 (the b| key) is gone: so is the bucket
                 continue
             agg.merge(decode_bucket(value))
-            self.chunks.restored(bucket_id, max(self.chunks.counts[bucket_id], int(chunk) + 1))
+            self.chunks.restored(bucket_id, max(self.chunks.counts[bucket_id], chunk + 1))
         self.merger.restore(
             [(*key, agg) for key, agg in restored.items()],
             [self._parse_published(k, v) for k, v in published.items() if v is not None],
