@@ -409,6 +409,13 @@ class Distinct:
         """Union with ``other``."""
         self.members |= other.members
 
+    def absorb(self, other: Distinct) -> set[int]:
+        """Union with ``other``; returns the members that were new here (what stage 2
+        appends to its changelog, see streams.core.chunks)."""
+        new = other.members - self.members
+        self.members |= new
+        return new
+
     @property
     def count(self) -> int:
         """Number of distinct members."""

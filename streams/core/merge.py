@@ -38,7 +38,7 @@ _DISTINCT_BASES = frozenset(name for name, base in BASE_BY_NAME.items() if base.
 
 def _fingerprint(record: KpiRecord) -> tuple:
     # stats keys are unique, so sorting the items orders by key alone
-    return (record.value, record.n, tuple(sorted(record.stats.items())) if record.stats else ())
+    return (record.value, record.n, tuple(sorted(record.stats.items())))
 
 
 class _SpecState:
@@ -119,10 +119,9 @@ class Merger:
                         if base in _DISTINCT_BASES:
                             fresh[change] = None
                     elif base in _DISTINCT_BASES:
-                        new = agg.members - existing.members
+                        new = existing.absorb(agg)
                         if not new:
                             continue  # nothing to merge, no window changed
-                        existing.members |= new
                         if change not in fresh:
                             fresh[change] = new
                         elif (known := fresh[change]) is not None:

@@ -85,15 +85,19 @@ def _published_key(index: int, kpi: str, dims, start: int) -> bytes:
 
 
 def _parse_key(key: bytes) -> tuple[int, str, tuple, int]:
-    """(spec index, name, dims, start) of a ``b|``, ``p|`` or ``d|`` key (a ``d|`` key's
-    chunk number: :func:`_parse_chunk_key`)."""
-    index, name, dims, start = decode_plain(key[2:])[:4]
-    return int(index), name, tuple((str(k), str(v)) for k, v in dims), int(start)
+    """(spec index, name, dims, start) of a ``b|`` or ``p|`` key."""
+    return _normalised(decode_plain(key[2:]))
 
 
 def _parse_chunk_key(key: bytes) -> tuple[tuple[int, str, tuple, int], int]:
     """(bucket, chunk number) of a ``d|`` key."""
-    return _parse_key(key), int(decode_plain(key[2:])[4])
+    fields = decode_plain(key[2:])
+    return _normalised(fields), int(fields[4])
+
+
+def _normalised(fields) -> tuple[int, str, tuple, int]:
+    index, name, dims, start = fields[:4]
+    return int(index), name, tuple((str(k), str(v)) for k, v in dims), int(start)
 
 
 class Stage2Task:

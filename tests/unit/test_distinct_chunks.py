@@ -114,3 +114,10 @@ def test_merger_fresh_members_rebuild_every_distinct_bucket_through_expiry():
         for key, members in live.items():
             assert union(log, key) == members
     assert appended and rewritten and removed, "the run must append, rewrite and evict buckets"
+
+
+def test_absorb_merges_and_returns_only_the_new_members():
+    bucket, batch = Distinct({1, 2}), Distinct({2, 3})
+    assert bucket.absorb(batch) == {3}
+    assert bucket.members == {1, 2, 3} and batch.members == {2, 3}
+    assert bucket.absorb(Distinct({1})) == set()
