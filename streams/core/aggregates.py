@@ -470,7 +470,7 @@ class Distinct:
 # -- registry ----------------------------------------------------------------------------
 Aggregate = Count | Sum | Level | Ratio | Survey | Distinct | QuantileSketch
 
-AGGREGATE_KINDS: Final[dict[str, type]] = {
+AGGREGATE_KINDS: Final[dict[str, Any]] = {
     cls.kind: cls for cls in (Count, Sum, Level, Ratio, Survey, Distinct, QuantileSketch)
 }
 """Wire kind -> aggregate class."""

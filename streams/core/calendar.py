@@ -48,6 +48,13 @@ DAY_MS = 86_400_000
 DAY_MINUTES = 1_440
 _EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
 _ONE_MS = timedelta(milliseconds=1)
+
+
+def _offset_ms(aware: datetime) -> int:
+    """UTC offset of an aware datetime in milliseconds."""
+    offset = aware.utcoffset()
+    assert offset is not None, "an aware datetime has an offset"
+    return offset // _ONE_MS
 _CACHE_LIMIT = 8_192  # cached days (and weeks) per calendar before the cache is reset
 
 WEEKDAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -301,7 +308,7 @@ class BusinessCalendar:
     # --- local time <-> UTC ----------------------------------------------------------
 
     def _offset_ms_at(self, second: int) -> int:
-        return datetime.fromtimestamp(second, self._tz).utcoffset() // _ONE_MS
+        return _offset_ms(datetime.fromtimestamp(second, self._tz))
 
     def _local_ordinal(self, at_ms: int) -> int:
         """Local date (proleptic ordinal) shown by the wall clock at ``at_ms``."""
@@ -314,8 +321,8 @@ class BusinessCalendar:
         day = date.fromordinal(ordinal)
         naive = datetime(day.year, day.month, day.day, minute // 60, minute % 60)
         local_ms = (ordinal - _EPOCH_ORDINAL) * DAY_MS + minute * MINUTE_MS
-        first = local_ms - naive.replace(tzinfo=self._tz).utcoffset() // _ONE_MS
-        second = local_ms - naive.replace(tzinfo=self._tz, fold=1).utcoffset() // _ONE_MS
+        first = local_ms - _offset_ms(naive.replace(tzinfo=self._tz))
+        second = local_ms - _offset_ms(naive.replace(tzinfo=self._tz, fold=1))
         if first <= second:  # normal time (equal) or ambiguous (fold=0 is the earlier one)
             return first
         # Nonexistent: the clock jumps over it at a transition T with second < T <= first.
@@ -391,7 +398,7 @@ class BusinessCalendar:
         while day <= last:
             if (day - 1) % 7 == 0 and day + 6 <= last:
                 week = self._week(day)
-                if week.first_start_ms is None or (
+                if week.first_start_ms is None or week.last_end_ms is None or (
                     week.first_start_ms >= start_ms and week.last_end_ms <= end_ms
                 ):
                     total += week.total_ms

@@ -234,7 +234,7 @@ def make_event(
 ) -> Event:
     """Build an event from keyword payload fields (tests, simulator). Validates the payload."""
     cls = EVENT_TYPES[event_type][0]
-    payload = msgspec.convert(data, cls)
+    payload: EventData = msgspec.convert(data, cls)
     return Event(
         event_id=event_id,
         event_type=event_type,

@@ -8,12 +8,13 @@ the end (never by averaging averages), so any merge order gives identical result
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from typing import Any
 
 from streams.core.aggregates import Count, Distinct, Sketch, Sum
 from streams.core.records import Dims
 
 # base -> dims -> merged aggregate, for one window
-WindowAggs = dict[str, dict[Dims, object]]
+WindowAggs = dict[str, dict[Dims, Any]]  # base -> dims -> Aggregate
 # (kpi, dims, value, n, stats)
 Derived = tuple[str, Dims, float | int | None, int, dict[str, object]]
 LevelAt = Callable[[str, Dims], int]  # level of a base at the window start / end
@@ -104,7 +105,7 @@ def derive(aggs: WindowAggs, level_start: LevelAt, level_end: LevelAt, min_sampl
         for dims in _dims(aggs, num_base, *den_bases):
             numerator = _n(aggs, num_base, dims)
             denominator = sum(_n(aggs, base, dims) for base in den_bases)
-            stats = {num_base: numerator, **{base: _n(aggs, base, dims) for base in den_bases}}
+            stats: dict[str, object] = {num_base: numerator, **{base: _n(aggs, base, dims) for base in den_bases}}
             out.append((name, dims, _ratio(numerator, denominator), denominator, stats))
     for name in LEVELS:
         for dims in _dims(aggs, name):

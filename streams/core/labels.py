@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Collection, Mapping
-from typing import Final
+from typing import Final, overload
 
 OTHER: Final = "other"
 LIMITED_LABELS: Final = ("team", "product", "campaign", "currency", "channel")
@@ -34,6 +34,13 @@ class LabelLimiter:
         self.allow = {label: frozenset(values) for label, values in (allow or {}).items()}
         self.seen: dict[str, set[str]] = {}
         self.overflow: Counter[str] = Counter()
+
+    @overload
+    def __call__(self, label: str, value: str) -> str: ...
+    @overload
+    def __call__(self, label: str, value: None) -> None: ...
+    @overload
+    def __call__(self, label: str, value: str | None) -> str | None: ...
 
     def __call__(self, label: str, value: str | None) -> str | None:
         """The value to use for ``label``: itself, or ``other`` past the bound."""

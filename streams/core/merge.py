@@ -20,7 +20,7 @@ Publication:
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from streams.core.aggregates import Level
 from streams.core.kpis import WindowAggs, derive
@@ -51,7 +51,7 @@ class _SpecState:
         self.spec = spec
         self.name = spec.name  # "5m", "1h"... (computed once: it is on every record)
         self.position = position  # index in Merger.states (changelog keys)
-        self.buckets: dict[tuple[str, Dims, int], object] = {}
+        self.buckets: dict[tuple[str, Dims, int], Any] = {}  # Aggregate
         self.index: dict[int, set[tuple[str, Dims]]] = defaultdict(set)  # bucket -> keys present
         self.levels: dict[tuple[str, Dims], dict[int, int]] = defaultdict(dict)  # bucket deltas
         self.level_base: dict[tuple[str, Dims], int] = defaultdict(int)
@@ -84,13 +84,13 @@ class Merger:
         self._fresh: dict[tuple[int, str, Dims, int], set[int] | None] = {}
 
     # -- input --------------------------------------------------------------------------------
-    def add(self, partials: dict[PartialKey, object]) -> None:
+    def add(self, partials: dict[PartialKey, Any]) -> None:
         """Merge one batch of pane partials (the batch is not modified).
 
         Partials are grouped by pane first: everything that depends only on the pane
         and the window spec (bucket, expiry, the windows it touches) is done once per
         pane and spec, not once per partial."""
-        by_pane: dict[int, list[tuple[str, Dims, object]]] = {}
+        by_pane: dict[int, list[tuple[str, Dims, Any]]] = {}
         for (base, dims, pane), agg in partials.items():
             items = by_pane.get(pane)
             if items is None:
@@ -340,7 +340,7 @@ class Merger:
 
 
 class SpecMeta(NamedTuple):
-    index: int
+    index: int  # type: ignore[assignment]  # (shadows tuple.index; the wire name)
     known: list[int]
     finalized: list[int]
     dirty: list[int]
@@ -348,7 +348,7 @@ class SpecMeta(NamedTuple):
 
 
 class MergerChanges(NamedTuple):
-    buckets: list[tuple[int, str, Dims, int, object]]
+    buckets: list[tuple[int, str, Dims, int, Any]]
     removed_buckets: list[tuple[int, str, Dims, int]]
     published: list[tuple[int, str, Dims, int, tuple[int, tuple]]]
     removed_published: list[tuple[int, str, Dims, int]]

@@ -11,6 +11,7 @@ pre-aggregation is why stage-2 traffic does not grow with the input rate.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 from streams.core.aggregates import Count, Distinct, Level, Sketch, Sum, Survey
 from streams.core.records import ChurnSignal, Dims, HealthChange, SlaRecord
@@ -25,7 +26,7 @@ class Partials:
 
     def __init__(self, pane_ms: int) -> None:
         self.pane_ms = pane_ms
-        self.aggs: dict[PartialKey, object] = {}
+        self.aggs: dict[PartialKey, Any] = {}  # Aggregate
         self.sla: list[SlaRecord] = []
         self.signals: list[ChurnSignal] = []
         self.health: list[HealthChange] = []

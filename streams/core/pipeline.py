@@ -20,6 +20,7 @@ from __future__ import annotations
 import heapq
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from streams.core.customers import CustomerEngine, CustomerState, HealthConfig, InactivityTimer
 from streams.core.events import Event
@@ -215,7 +216,8 @@ class Processor:
         customer = self._customer(event.customer_id)
         self._remember(customer, event)
         if event.event_type.startswith(TICKET_PREFIX):
-            ticket = self._ticket(event.customer_id, event.data.ticket_id, event.occurred_at_ms)
+            data: Any = event.data  # a ticket event's payload: it has a ticket_id
+            ticket = self._ticket(event.customer_id, data.ticket_id, event.occurred_at_ms)
             was_open, reopens_before = ticket.counted_open, ticket.reopens
             for timer in self.tickets_engine.apply(ticket, event, out):
                 self._push_sla(timer)

@@ -114,7 +114,7 @@ class Base:
 
 
 def _k(*args: object, windows: tuple[Window, ...] = ALL_WINDOWS) -> Kpi:
-    return Kpi(*args, windows=windows)  # type: ignore[arg-type]
+    return Kpi(*args, windows=windows)  # type: ignore[arg-type,misc]
 
 
 KPIS: Final[tuple[Kpi, ...]] = (

@@ -27,7 +27,7 @@ from dataclasses import dataclass, replace
 from datetime import date, datetime
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, Literal, cast, get_args
 
 from streams.core.calendar import (
     WEEKDAY_NAMES,
@@ -394,8 +394,8 @@ def _calendar(spec: Mapping[str, Any], key: str) -> BusinessCalendar:
         load_zone(time_zone)
     except ValueError as exc:
         raise _KeyError(f"{key}.time_zone", str(exc)) from None
-    try:
-        return BusinessCalendar(time_zone, weekdays, hours, holidays, by_weekday)
+    try:  # (weekday numbers are one of the key forms BusinessCalendar accepts)
+        return BusinessCalendar(time_zone, weekdays, hours, holidays, cast("dict[int | str, Any]", by_weekday))
     except ValueError as exc:  # no business time at all
         raise _KeyError(key, str(exc)) from None
 

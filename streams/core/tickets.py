@@ -233,6 +233,7 @@ class TicketEngine:
             return []
         timers = []
         if slot.state == "running":
+            assert t.priority is not None  # slots exist from ticket.created on, which sets it
             at_risk = slot.clock.due_ms(self.policies[t.priority].at_risk_fraction)
             if at_risk is not None:
                 timers.append(TimerRequest(at_risk, t.customer_id, t.ticket_id, metric, "at_risk", slot.token))
@@ -277,6 +278,8 @@ class TicketEngine:
 
     def _record(self, t: TicketState, metric: str, slot: SlaSlot, state: str, ts: int) -> SlaRecord:
         clock = slot.clock
+        due = (clock.resume(ts) if clock.paused else clock).due_ms(1)
+        assert due is not None  # a running clock has a due time
         return SlaRecord(
             ticket_id=t.ticket_id,
             customer_id=t.customer_id,
@@ -285,7 +288,7 @@ class TicketEngine:
             state=state,
             target_s=clock.target_ms // 1000,
             elapsed_s=clock.elapsed_ms(ts) / 1000.0,
-            due_at_ms=(clock.resume(ts) if clock.paused else clock).due_ms(1),
+            due_at_ms=due,
             occurred_at_ms=ts,
         )
 
