@@ -14,12 +14,12 @@ from typing import Any
 import msgspec
 
 from streams.core.aggregates import decode_partial, encode_partial
-from streams.core.customers import CustomerState
+from streams.core.customer_state import CustomerState
 from streams.core.merge import SpecMeta
 from streams.core.partials import PartialKey
 from streams.core.records import Dims
 from streams.core.sla import SlaClock, SlaPolicies
-from streams.core.tickets import SlaSlot, TicketState
+from streams.core.ticket_state import SlaSlot, TicketState
 
 _enc = msgspec.msgpack.Encoder()
 _dec = msgspec.msgpack.Decoder()

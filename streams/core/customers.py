@@ -12,8 +12,7 @@ import math
 from dataclasses import dataclass
 from typing import Final
 
-import msgspec
-
+from streams.core.customer_state import OVERALL, CustomerState, InactivityTimer, LeadState
 from streams.core.events import (
     Event,
     InteractionLogged,
@@ -34,7 +33,6 @@ from streams.core.partials import Partials
 from streams.core.records import ChurnSignal, Contribution, Dims, HealthChange
 
 DAY_MS: Final = 86_400_000
-OVERALL: Final[tuple[Dims, ...]] = ((),)
 MAX_REMEMBERED_ORDERS: Final = 256  # refunds of older orders lose their product/kind dims
 MAX_RECENT: Final = 64  # bound on each per-customer recent-event list
 # Bound on the leads remembered per customer (a prospect normally has one). Beyond it the
@@ -73,61 +71,6 @@ class HealthConfig:
         }
 
 
-class LeadState(msgspec.Struct, array_like=True):
-    """What the funnel KPIs remember about one lead of a customer (§3.7).
-
-    ``created_ms`` is ``None`` for a lead seen only through contact, conversion or loss
-    events (its lead.created is unknown): such a lead counts overall only.
-    """
-
-    created_ms: int | None = None
-    channel: str | None = None
-    campaign: str | None = None
-    contacted: bool = False
-    converted: bool = False
-    lost: bool = False
-
-    def dims(self) -> tuple[Dims, ...]:
-        """Dimension sets of the lead's measurements: overall, channel, campaign."""
-        if self.created_ms is None:
-            return OVERALL
-        sets: list[Dims] = [()]
-        if self.channel:
-            sets.append((("channel", self.channel),))
-        if self.campaign:
-            sets.append((("campaign", self.campaign),))
-        return tuple(sets)
-
-
-class CustomerState(msgspec.Struct, gc=False):
-    """One customer's state. A worker holds one per customer it has seen (a million is
-    normal), so it is kept small: the recent-event lists are tuples (the empty one is
-    shared), orders and leads exist only once there is one, and the struct is not
-    tracked by the garbage collector (it holds no reference cycles)."""
-
-    customer_id: str
-    first_commercial_ms: int | None = None
-    subscriptions: dict[str, tuple[int, str]] = msgspec.field(default_factory=dict)
-    orders: dict[str, tuple[str, str, str]] | None = None
-    last_event_ms: int | None = None
-    sessions: tuple[int, ...] = ()
-    last_nps: int | None = None
-    last_csat: int | None = None
-    breaches: tuple[tuple[int, str], ...] = ()
-    reopens: tuple[tuple[int, str], ...] = ()
-    refunds: tuple[tuple[int, str], ...] = ()
-    expansions: tuple[int, ...] = ()
-    open_tickets: int = 0
-    health: float | None = None
-    inactivity_due_ms: int | None = None  # the one armed inactivity timer, if any
-    seen: dict[str, int] = msgspec.field(default_factory=dict)  # applied event id -> time (dedupe)
-    leads: dict[str, LeadState] | None = None  # lead_id -> state, bounded
-
-    @property
-    def subscribed(self) -> bool:
-        return bool(self.subscriptions)
-
-
 # events that change a health component directly (ticket changes arrive through
 # on_ticket_change); other events leave the score as it was
 HEALTH_INPUTS: Final = (
@@ -140,12 +83,6 @@ Signal = tuple[str, tuple[str, ...], str]  # (signal name, evidence event ids, d
 
 LEAD_EVENTS: Final = (LeadCreated, LeadContacted, LeadConverted, LeadLost)
 LeadEvent = LeadCreated | LeadContacted | LeadConverted | LeadLost
-
-
-class InactivityTimer(msgspec.Struct, frozen=True):
-    due_ms: int
-    customer_id: str
-    token: int  # the due time it was armed for (stale entries are ignored)
 
 
 def _recent(items: tuple, now_ms: int, lookback_ms: int, key=lambda item: item) -> tuple:

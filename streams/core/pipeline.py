@@ -22,12 +22,14 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from streams.core.customers import CustomerEngine, CustomerState, HealthConfig, InactivityTimer
+from streams.core.customer_state import CustomerState, InactivityTimer
+from streams.core.customers import CustomerEngine, HealthConfig
 from streams.core.events import Event
 from streams.core.labels import LabelLimiter
 from streams.core.partials import Partials
 from streams.core.sla import SlaPolicies
-from streams.core.tickets import TicketEngine, TicketState, TimerRequest
+from streams.core.ticket_state import TicketState, TimerRequest
+from streams.core.tickets import TicketEngine
 from streams.core.windows import MIN_TIME, Lateness, WindowSpec, pane_size_ms, parse_window_specs
 
 TICKET_PREFIX = "ticket."

@@ -10,7 +10,8 @@ from __future__ import annotations
 import pytest
 
 from streams.codec.state import decode_customer, encode_customer
-from streams.core.customers import MAX_REMEMBERED_LEADS, CustomerState, LeadState
+from streams.core.customer_state import CustomerState, LeadState
+from streams.core.customers import MAX_REMEMBERED_LEADS
 from tests.corekit import DAY0, Events, at, find, run
 
 W9 = at("09:00")
