@@ -3,10 +3,15 @@
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: bootstrap demo test test-fast bench lint fmt dashboards clean
+.PHONY: bootstrap compile demo test test-fast bench lint fmt dashboards clean
 
 bootstrap:
 	@scripts/bootstrap.sh
+
+# the compiled core alone (bootstrap runs it too); after editing streams/core the core
+# runs interpreted until this is run again
+compile:
+	@$(PY) scripts/compile_core.py
 
 demo: bootstrap
 	@$(PY) -m streams.cli demo
@@ -26,7 +31,8 @@ dashboards: bootstrap
 	@$(PY) -m grafana.generate
 
 lint: bootstrap
-	@$(VENV)/bin/ruff check streams tests bench
+	@$(VENV)/bin/ruff check streams tests bench scripts
+	@$(VENV)/bin/mypy streams/core
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis .mypy_cache streams/core/_compiled

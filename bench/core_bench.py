@@ -37,6 +37,7 @@ import sys
 import time
 from dataclasses import dataclass
 
+from streams.core import native
 from streams.core.events import Event
 from streams.core.merge import Merger
 from streams.core.pipeline import CoreConfig, Processor
@@ -202,7 +203,8 @@ def main() -> None:
         f"from {args.source} ({customers:,} customers, {tickets:,} tickets, "
         f"{(events[-1].occurred_at_ms - events[0].occurred_at_ms) / DAY_MS:.1f} days of event time) "
         f"generated in {generated_s:.1f} s; "
-        f"windows {args.windows}; batches of {args.batch:,}; best of {args.repeat}; gc {args.gc}"
+        f"windows {args.windows}; batches of {args.batch:,}; best of {args.repeat}; gc {args.gc}; "
+        f"core {native.status}"
     )
 
     if args.gc == "worker":

@@ -52,6 +52,7 @@ from pathlib import Path
 from typing import Any
 
 from streams import localkafka
+from streams.core import native
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CACHE = REPO_ROOT / ".cache" / "bench"
@@ -106,6 +107,7 @@ def machine() -> dict[str, Any]:
         "git_commit": commit, "streams_dirty": bool(dirty),
         "streams_diff_sha1": hashlib.sha1(diff).hexdigest()[:12] if diff else None,
         "streams_dirty_files": dirty.splitlines(),
+        "core": native.status,  # compiled (mypyc) or interpreted; the worker inherits the mode
         "load_average_at_start": os.getloadavg(),
     }
 

@@ -2,7 +2,9 @@
 # Prepares a fresh machine for the demo and the tests, idempotently:
 #   1. a virtualenv in .venv with the package (editable) and its dev extras;
 #   2. the Apache Kafka broker jars from Maven Central into .cache/kafka (via Maven);
-#   3. Debian's prometheus + promtool (and alertmanager's amtool) and chromium
+#   3. the compiled core (mypyc, into streams/core/_compiled/; needs a C compiler and
+#      the Python headers, else the core runs interpreted: same results, slower);
+#   4. Debian's prometheus + promtool (and alertmanager's amtool) and chromium
 #      (headless, for the report's screenshot test) when missing.
 # Everything downloaded lands under .cache/ (git-ignored) and is reused.
 set -euo pipefail
@@ -24,7 +26,17 @@ fi
 # 2. Kafka jars -----------------------------------------------------------------
 .venv/bin/python -m streams.localkafka fetch
 
-# 3. Prometheus and Chromium (Debian) --------------------------------------------
+# 3. the compiled core (scripts/compile_core.py; a no-op when current) -------------
+mkdir -p .cache
+if ! .venv/bin/python scripts/compile_core.py > .cache/compile-core.log 2>&1; then
+  tail -5 .cache/compile-core.log >&2
+  say "could not compile the core (log: .cache/compile-core.log): it runs interpreted, same results, slower" >&2
+  [ -z "${CI:-}" ] || exit 1  # CI tests the compiled core: a failed build must not pass unnoticed
+else
+  grep '\[compile-core\]' .cache/compile-core.log | tail -1
+fi
+
+# 4. Prometheus and Chromium (Debian) --------------------------------------------
 need=()
 command -v prometheus >/dev/null || need+=(prometheus)
 command -v promtool >/dev/null || need+=(prometheus)

@@ -49,6 +49,9 @@ def _wire_int(data: Any, kind: str) -> int:
 
 
 def _check_int(value: object, what: str) -> int:
+    """``value`` if it is an int and not a bool. The ``add`` methods that call this take
+    ``object``, not ``int``: compiled (streams.core.native), an ``int`` parameter would
+    already have turned ``True`` into ``1``."""
     if type(value) is not int:  # bool is an int subclass but never a valid amount
         raise TypeError(f"{what} must be an int, got {type(value).__name__}")
     return value  # type: ignore[return-value]
@@ -64,11 +67,12 @@ class Count:
     def __init__(self, n: int = 0) -> None:
         self.n = n
 
-    def add(self, k: int = 1) -> None:
+    def add(self, k: object = 1) -> None:
         """Count ``k`` more occurrences (``k >= 0``)."""
-        if _check_int(k, "count increment") < 0:
+        n = _check_int(k, "count increment")
+        if n < 0:
             raise ValueError(f"count increment must be >= 0, got {k}")
-        self.n += k
+        self.n += n
 
     def merge(self, other: Count) -> None:
         """Add ``other``'s count."""
@@ -108,7 +112,7 @@ class Sum:
     def __init__(self, total: int = 0) -> None:
         self.total = total
 
-    def add(self, amount: int) -> None:
+    def add(self, amount: object) -> None:
         """Add an integer ``amount`` (may be negative, e.g. a correction)."""
         self.total += _check_int(amount, "sum amount")
 
@@ -150,7 +154,7 @@ class Level:
     def __init__(self, delta: int = 0) -> None:
         self.delta = delta
 
-    def add(self, delta: int) -> None:
+    def add(self, delta: object) -> None:
         """Apply a signed integer change."""
         self.delta += _check_int(delta, "level delta")
 
@@ -190,7 +194,7 @@ class Ratio:
         self.numerator = numerator
         self.denominator = denominator
 
-    def add(self, numerator: int, denominator: int = 1) -> None:
+    def add(self, numerator: object, denominator: object = 1) -> None:
         """Add to both counts, e.g. ``add(1 if met else 0)`` for a hit rate."""
         self.numerator += _check_int(numerator, "ratio numerator")
         self.denominator += _check_int(denominator, "ratio denominator")
@@ -309,14 +313,15 @@ class Survey:
         """Lowest score of this survey kind."""
         return SURVEY_SCALES[self.survey][0]
 
-    def add(self, score: int, count: int = 1) -> None:
+    def add(self, score: object, count: object = 1) -> None:
         """Count ``count`` responses with ``score`` (must be on the survey's scale)."""
         low, high = SURVEY_SCALES[self.survey]
         if type(score) is not int or not low <= score <= high:
             raise ValueError(f"{self.survey} score must be an int in [{low}, {high}], got {score!r}")
-        if _check_int(count, "survey count") < 0:
+        n = _check_int(count, "survey count")
+        if n < 0:
             raise ValueError(f"survey count must be >= 0, got {count}")
-        self.counts[score - low] += count
+        self.counts[score - low] += n
 
     def merge(self, other: Survey) -> None:
         """Add ``other``'s counts (same survey kind only)."""

@@ -48,7 +48,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import msgspec
 
@@ -84,7 +84,7 @@ class QuantileSketch:
     error at most ``alpha``. See the module docstring for the design and limits.
     """
 
-    kind = "sketch"
+    kind: ClassVar[str] = "sketch"
 
     __slots__ = (
         "alpha",
@@ -114,7 +114,7 @@ class QuantileSketch:
         self.buckets: dict[int, int] = {}
 
     # -- input ----------------------------------------------------------------------
-    def add(self, value: float, count: int = 1) -> None:
+    def add(self, value: float, count: object = 1) -> None:
         """Add ``value`` (finite, ``0 <= value <= MAX_VALUE``) ``count`` times.
 
         Raises ``ValueError`` for negative, NaN, infinite or too large values and for

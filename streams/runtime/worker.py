@@ -11,6 +11,7 @@ import signal
 
 from prometheus_client import CollectorRegistry
 
+from streams.core import native
 from streams.metrics.collector import WorkerCollector
 from streams.metrics.server import MetricsServer
 from streams.runtime.kafka import ensure_topics
@@ -61,8 +62,8 @@ class Worker:
         self.stage2 = Stage2(settings, self.config, self.stats)
         await self.stage1.start()
         await self.stage2.start()
-        log.info("worker %s started: %d input partitions, bootstrap %s",
-                 settings.app_id, tasks_total, settings.bootstrap_servers)
+        log.info("worker %s started: %d input partitions, bootstrap %s, core %s",
+                 settings.app_id, tasks_total, settings.bootstrap_servers, native.status)
         loops = [
             asyncio.create_task(self.stage1.run(self.stopping), name="stage1"),
             asyncio.create_task(self.stage2.run(self.stopping), name="stage2"),
