@@ -46,6 +46,7 @@ class Marker(msgspec.Struct, frozen=True):
     watermark: int
     idle: bool
     tasks: int  # number of stage-1 tasks (input partitions) in total
+    behind: bool = False  # the task had more input waiting when it committed (catching up)
 
 
 def encode_partials(task: int, aggs: dict[PartialKey, object]) -> bytes:
@@ -57,7 +58,7 @@ def encode_partials(task: int, aggs: dict[PartialKey, object]) -> bytes:
 
 
 def encode_marker(marker: Marker) -> bytes:
-    return _enc.encode({"m": [marker.task, marker.watermark, marker.idle, marker.tasks]})
+    return _enc.encode({"m": [marker.task, marker.watermark, marker.idle, marker.tasks, marker.behind]})
 
 
 def decode_stage_message(raw: bytes) -> tuple[int, dict[PartialKey, object]] | Marker:
@@ -65,8 +66,8 @@ def decode_stage_message(raw: bytes) -> tuple[int, dict[PartialKey, object]] | M
     try:
         message = _dec.decode(raw)
         if "m" in message:
-            task, watermark, idle, tasks = message["m"]
-            return Marker(int(task), int(watermark), bool(idle), int(tasks))
+            task, watermark, idle, tasks, *rest = message["m"]  # (markers before `behind` have four)
+            return Marker(int(task), int(watermark), bool(idle), int(tasks), bool(rest[0]) if rest else False)
         aggs: dict[PartialKey, object] = {}
         for base, dims, pane, kind, wire in message["a"]:
             aggs[(base, _dims(dims), int(pane))] = decode_partial(kind, wire)

@@ -299,7 +299,8 @@ class Stage1Task:
             positions=dict(self.positions),
             resume={slot: min(buffered.get(slot, pos), pos) for slot, pos in self.positions.items()},
         )
-        marker = encode_marker(Marker(self.index, watermark, self.idle, stage.tasks_total))
+        behind = stage.behind(self.index, self)
+        marker = encode_marker(Marker(self.index, watermark, self.idle, stage.tasks_total, behind))
         outgoing: list[Outgoing] = []
         for family, aggs in by_family.items():
             outgoing.append((topics.partials, encode_partials(self.index, aggs), family.encode(),

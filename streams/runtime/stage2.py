@@ -110,6 +110,7 @@ class Stage2Task:
         self.chunks = DistinctChunks()  # changelog chunks of the distinct-count buckets
         self.producer = transactional_producer(stage.settings, f"{stage.settings.app_id}-stage2-{index}")
         self.marks: dict[int, tuple[int, bool]] = {}
+        self.catching_up: set[int] = set()  # stage-1 tasks whose last marker said "behind"
         self.tasks_total = 0
         self.position = 0
         self.next_provisional = 0.0  # monotonic time of the next provisional publication
@@ -195,13 +196,19 @@ class Stage2Task:
             if isinstance(decoded, Marker):
                 self.marks[decoded.task] = (decoded.watermark, decoded.idle)
                 self.tasks_total = decoded.tasks
+                if decoded.behind:
+                    self.catching_up.add(decoded.task)
+                else:
+                    self.catching_up.discard(decoded.task)
             else:
                 self.merger.add(decoded[1])
         if consumed:
             stats.observe_batch("stage2", consumed)
         self.uncommitted += consumed
         self.pending.extend(self.merger.advance(global_watermark(self.marks, self.tasks_total)))
-        if caught_up and now >= self.next_provisional:
+        # live figures of open windows only when the input is live: while stage 1 catches
+        # up on a backlog, windows close within seconds and their finals follow
+        if caught_up and not self.catching_up and now >= self.next_provisional:
             began = time.perf_counter()
             self.pending.extend(self.merger.provisional())
             # live figures are a convenience: at most ~5 % of the task's time goes to them

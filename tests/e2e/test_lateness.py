@@ -66,6 +66,9 @@ def test_late_event_revises_its_window_and_a_too_late_one_changes_nothing(kafka,
     kpi_topic = env["CRM_KPI_TOPICS__KPI"]
     try:
         before = wait_idle(kafka.bootstrap, kpi_topic, [port], timeout_s=180)
+        # the backlog consumed, the open windows are published live (final: false)
+        live = [r for r in (orjson.loads(m.value) for m in before) if not r["final"]]
+        assert live and all(r["revision"] == -1 for r in live)
         # within allowed lateness: a window closed hours ago gets a revision
         late_at = (beat - 3 * HOUR) // HOUR * HOUR + 10 * 60_000
         late = spend("late-within", late_at, 12_345)
