@@ -46,7 +46,7 @@ class Marker(msgspec.Struct, frozen=True):
     watermark: int
     idle: bool
     tasks: int  # number of stage-1 tasks (input partitions) in total
-    behind: bool = False  # the task had more input waiting when it committed (catching up)
+    behind: bool = False  # catching up: more than a batch of input waited when the task committed
 
 
 def encode_partials(task: int, aggs: dict[PartialKey, object]) -> bytes:

@@ -299,8 +299,10 @@ class Stage1Task:
             positions=dict(self.positions),
             resume={slot: min(buffered.get(slot, pos), pos) for slot, pos in self.positions.items()},
         )
-        behind = stage.behind(self.index, self)
-        marker = encode_marker(Marker(self.index, watermark, self.idle, stage.tasks_total, behind))
+        # catching up: more than a full batch waiting (a live stream at high rate often has
+        # a few records waiting; that is not a backlog)
+        catching_up = stage.backlog(self.index, self) > self.settings.batch_max_events
+        marker = encode_marker(Marker(self.index, watermark, self.idle, stage.tasks_total, catching_up))
         outgoing: list[Outgoing] = []
         for family, aggs in by_family.items():
             outgoing.append((topics.partials, encode_partials(self.index, aggs), family.encode(),
@@ -417,6 +419,16 @@ class Stage1(TaskGroup):
             if high is not None and task.positions.get(slot, 0) < high:
                 return True
         return False
+
+    def backlog(self, index: int, task: Stage1Task) -> int:
+        """Input records of the task known to be waiting (highwater marks of the last
+        fetch responses minus its positions)."""
+        waiting = 0
+        for slot, topic in enumerate(self.inputs):
+            high = self.consumer.highwater(TopicPartition(topic, index))
+            if high is not None:
+                waiting += max(0, high - task.positions.get(slot, 0))
+        return waiting
 
     def _record_lag(self) -> None:
         for index, task in self.tasks.items():
