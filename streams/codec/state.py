@@ -46,7 +46,7 @@ class Marker(msgspec.Struct, frozen=True):
     watermark: int
     idle: bool
     tasks: int  # number of stage-1 tasks (input partitions) in total
-    behind: bool = False  # catching up: more than a batch of input waited when the task committed
+    catching_up: bool = False  # more than a batch of the task's input waited when it committed
 
 
 def encode_partials(task: int, aggs: dict[PartialKey, object]) -> bytes:
@@ -58,7 +58,7 @@ def encode_partials(task: int, aggs: dict[PartialKey, object]) -> bytes:
 
 
 def encode_marker(marker: Marker) -> bytes:
-    return _enc.encode({"m": [marker.task, marker.watermark, marker.idle, marker.tasks, marker.behind]})
+    return _enc.encode({"m": [marker.task, marker.watermark, marker.idle, marker.tasks, marker.catching_up]})
 
 
 def decode_stage_message(raw: bytes) -> tuple[int, dict[PartialKey, object]] | Marker:
@@ -66,7 +66,7 @@ def decode_stage_message(raw: bytes) -> tuple[int, dict[PartialKey, object]] | M
     try:
         message = _dec.decode(raw)
         if "m" in message:
-            task, watermark, idle, tasks, *rest = message["m"]  # (markers before `behind` have four)
+            task, watermark, idle, tasks, *rest = message["m"]  # (older markers: four fields)
             return Marker(int(task), int(watermark), bool(idle), int(tasks), bool(rest[0]) if rest else False)
         aggs: dict[PartialKey, object] = {}
         for base, dims, pane, kind, wire in message["a"]:

@@ -414,11 +414,7 @@ class Stage1(TaskGroup):
     def behind(self, index: int, task: Stage1Task) -> bool:
         """Whether the consumer knows of input of the task beyond what it consumed (the
         highwater marks of the last fetch responses): more is waiting right now."""
-        for slot, topic in enumerate(self.inputs):
-            high = self.consumer.highwater(TopicPartition(topic, index))
-            if high is not None and task.positions.get(slot, 0) < high:
-                return True
-        return False
+        return self.backlog(index, task) > 0
 
     def backlog(self, index: int, task: Stage1Task) -> int:
         """Input records of the task known to be waiting (highwater marks of the last

@@ -110,7 +110,7 @@ class Stage2Task:
         self.chunks = DistinctChunks()  # changelog chunks of the distinct-count buckets
         self.producer = transactional_producer(stage.settings, f"{stage.settings.app_id}-stage2-{index}")
         self.marks: dict[int, tuple[int, bool]] = {}
-        self.catching_up: set[int] = set()  # stage-1 tasks whose last marker said "behind"
+        self.catching_up: set[int] = set()  # stage-1 tasks whose last marker said they catch up
         self.tasks_total = 0
         self.position = 0
         self.next_provisional = 0.0  # monotonic time of the next provisional publication
@@ -196,7 +196,7 @@ class Stage2Task:
             if isinstance(decoded, Marker):
                 self.marks[decoded.task] = (decoded.watermark, decoded.idle)
                 self.tasks_total = decoded.tasks
-                if decoded.behind:
+                if decoded.catching_up:
                     self.catching_up.add(decoded.task)
                 else:
                     self.catching_up.discard(decoded.task)

@@ -77,6 +77,7 @@ def harness(monkeypatch):
     group = types.SimpleNamespace(settings=settings, config=core_config(settings), stats=RuntimeStats(),
                                   inputs=INPUTS, tasks_total=1, partials_partitions=1, consumer=consumer)
     group.behind = lambda index, task: Stage1.behind(group, index, task)
+    group.backlog = lambda index, task: Stage1.backlog(group, index, task)
     task = Stage1Task(0, group)
     commits: list[int] = []
 

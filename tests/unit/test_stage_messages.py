@@ -9,13 +9,13 @@ from streams.codec.state import Marker, decode_stage_message, encode_marker, enc
 from streams.core.aggregates import Count, QuantileSketch
 
 
-@pytest.mark.parametrize("behind", [False, True])
-def test_a_marker_round_trips_with_its_backlog_flag(behind):
-    marker = Marker(task=3, watermark=1_793_491_200_000, idle=False, tasks=6, behind=behind)
+@pytest.mark.parametrize("catching_up", [False, True])
+def test_a_marker_round_trips_with_its_backlog_flag(catching_up):
+    marker = Marker(task=3, watermark=1_793_491_200_000, idle=False, tasks=6, catching_up=catching_up)
     assert decode_stage_message(encode_marker(marker)) == marker
 
 
-def test_a_marker_written_before_the_backlog_flag_reads_as_not_behind():
+def test_a_marker_written_before_the_backlog_flag_reads_as_not_catching_up():
     raw = msgspec.msgpack.encode({"m": [2, 1_793_491_200_000, True, 6]})
     assert decode_stage_message(raw) == Marker(2, 1_793_491_200_000, True, 6, False)
 
