@@ -27,6 +27,7 @@ from streams.core.events import (
     SubscriptionCancelled,
     SubscriptionStarted,
     SurveyAnswered,
+    occurred_at,
 )
 from streams.core.labels import LabelLimiter
 from streams.core.partials import Partials
@@ -109,7 +110,7 @@ class CustomerEngine:
     def apply(self, c: CustomerState, event: Event, out: Partials) -> InactivityTimer | None:
         """Apply one event of this customer (any type); returns an inactivity timer to arm."""
         data = event.data
-        ts = event.occurred_at_ms
+        ts = occurred_at(event)  # (the event's own int object: see occurred_at)
         if isinstance(data, MarketingSpend):
             # customer_id is a campaign here: spend counts, nobody became active
             currency = self.limit("currency", data.currency)
@@ -155,7 +156,7 @@ class CustomerEngine:
             out.count("new_customers", OVERALL, ts)
 
     def _purchase(self, c: CustomerState, event: Event, data: PurchaseCompleted, out: Partials) -> None:
-        ts = event.occurred_at_ms
+        ts = occurred_at(event)  # (the event's own int object: see occurred_at)
         self._new_customer(c, ts, out)
         currency, product = self.limit("currency", data.currency), self.limit("product", data.product)
         dims = money_dims(currency, product, data.kind)
@@ -172,7 +173,7 @@ class CustomerEngine:
             del orders[next(iter(orders))]
 
     def _refund(self, c: CustomerState, event: Event, data: PurchaseRefunded, out: Partials) -> Signal:
-        ts = event.occurred_at_ms
+        ts = occurred_at(event)  # (the event's own int object: see occurred_at)
         order = c.orders.get(data.order_id) if c.orders else None
         currency = self.limit("currency", data.currency)
         if order is not None and order[0] == currency:
@@ -196,7 +197,7 @@ class CustomerEngine:
         out.level("mrr_minor", ((("currency", currency),),), ts, data.mrr_minor)
 
     def _cancel(self, c: CustomerState, event: Event, data: SubscriptionCancelled, out: Partials) -> Signal:
-        ts = event.occurred_at_ms
+        ts = occurred_at(event)  # (the event's own int object: see occurred_at)
         sub = c.subscriptions.pop(data.subscription_id, None)
         if sub is not None:
             mrr, currency = sub
@@ -207,7 +208,7 @@ class CustomerEngine:
         return ("cancelled", (event.event_id,), f"subscription {data.subscription_id}")
 
     def _survey(self, c: CustomerState, event: Event, data: SurveyAnswered, out: Partials) -> Signal | None:
-        ts = event.occurred_at_ms
+        ts = occurred_at(event)  # (the event's own int object: see occurred_at)
         product = self.limit("product", data.product)
         dims: tuple[Dims, ...] = ((), (("product", product),)) if product else OVERALL
         out.survey(data.survey, dims, ts, data.score)

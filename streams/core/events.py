@@ -11,7 +11,9 @@ and so that the set of allowed values is written down exactly once.
 
 from __future__ import annotations
 
-from typing import Annotated, Final, Literal
+from collections.abc import Callable
+from operator import attrgetter
+from typing import Annotated, Any, Final, Literal
 
 import msgspec
 
@@ -216,6 +218,13 @@ class Event(msgspec.Struct, frozen=True, gc=False):
     def order_key(self) -> tuple[int, str]:
         """Deterministic total order used everywhere: event time, then event id."""
         return (self.occurred_at_ms, self.event_id)
+
+
+occurred_at: Final[Callable[[Event], Any]] = attrgetter("occurred_at_ms")
+"""An event's time as the very int object the event holds. Where the core keeps the time
+in state (dedupe ids, last event, recent sessions...), it reads it through this: compiled
+with mypyc (streams.core.native), ``event.occurred_at_ms`` becomes a machine int and every
+copy stored in state a new int object (+80 MiB for a million customers)."""
 
 
 def topic_for(event_type: str) -> str:

@@ -24,7 +24,7 @@ from typing import Any
 
 from streams.core.customer_state import CustomerState, InactivityTimer
 from streams.core.customers import CustomerEngine, HealthConfig
-from streams.core.events import Event
+from streams.core.events import Event, occurred_at
 from streams.core.labels import LabelLimiter
 from streams.core.partials import Partials
 from streams.core.sla import SlaPolicies
@@ -238,7 +238,7 @@ class Processor:
     def _remember(self, customer: CustomerState, event: Event) -> None:
         """Record the applied event id for dedupe, within the per-customer bound."""
         seen = customer.seen
-        seen[event.event_id] = event.occurred_at_ms
+        seen[event.event_id] = occurred_at(event)  # (the event's own int: see occurred_at)
         if len(seen) > self.config.dedupe_max_ids_per_customer:
             del seen[next(iter(seen))]
             self.counters.dedupe_evictions += 1

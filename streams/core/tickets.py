@@ -16,6 +16,7 @@ from streams.core.events import (
     TicketEscalated,
     TicketReplied,
     TicketStatusChanged,
+    occurred_at,
 )
 from streams.core.labels import LabelLimiter
 from streams.core.partials import Partials
@@ -62,7 +63,7 @@ class TicketEngine:
     def apply(self, ticket: TicketState, event: Event, out: Partials) -> list[TimerRequest]:
         """Apply one ticket event; returns timers to schedule."""
         data = event.data
-        ts = event.occurred_at_ms
+        ts = occurred_at(event)  # (the event's own int object: see occurred_at)
         if isinstance(data, TicketCreated):
             return self._created(ticket, data, ts, out)
         if isinstance(data, TicketReplied):
