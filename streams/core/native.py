@@ -32,8 +32,10 @@ COMPILED: tuple[str, ...] = (
     "partials", "pipeline", "registry", "sketch", "sla", "tickets", "windows",
 )
 """Modules compiled by mypyc. Not in it: the msgspec struct modules (``events``,
-``records``, ``customer_state``, ``ticket_state``: mypyc would drop their class keywords
-such as ``frozen=True``) and the import machinery (``__init__``, ``native``)."""
+``records``, ``customer_state``, ``ticket_state``: compiled, a struct's
+``msgspec.field(default_factory=...)`` fails its attribute's type check at import, and
+mypyc drops class keywords such as ``frozen=True``, python/mypy#21938) and the import
+machinery (``__init__``, ``native``)."""
 
 GROUP = "streams.core._native"
 """mypyc's shared library for the compiled modules: ``streams/core/_native__mypyc*.so``
