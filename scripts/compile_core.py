@@ -36,7 +36,7 @@ def build(force: bool = False) -> Path:
 
     started = time.monotonic()
     sources = [f"streams/core/{name}.py" for name in native.COMPILED]
-    say(f"compiling {len(sources)} modules with mypyc (about a minute) ...")
+    say(f"compiling {len(sources)} modules with mypyc (20-60 s) ...")
     with tempfile.TemporaryDirectory(prefix="crm-kpi-mypyc-") as tmp:
         os.chdir(ROOT)  # mypyc names modules after their paths relative to here
         extensions = mypycify(sources, opt_level="3", group_name=native.GROUP,

@@ -20,6 +20,7 @@ interpreted), ``compiled`` (refuse to start without a current build: benchmarks)
 from __future__ import annotations
 
 import hashlib
+import importlib.machinery
 import os
 import sys
 from pathlib import Path
@@ -93,11 +94,5 @@ def loaded_compiled() -> list[str]:
     return sorted(
         name for name in COMPILED
         if (module := sys.modules.get(f"streams.core.{name}")) is not None
-        and str(getattr(module, "__file__", "")).endswith(tuple(_extension_suffixes()))
+        and str(getattr(module, "__file__", "")).endswith(tuple(importlib.machinery.EXTENSION_SUFFIXES))
     )
-
-
-def _extension_suffixes() -> list[str]:
-    import importlib.machinery
-
-    return importlib.machinery.EXTENSION_SUFFIXES
