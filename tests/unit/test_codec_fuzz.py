@@ -31,6 +31,7 @@ from hypothesis import event as note
 from hypothesis import strategies as st
 
 from streams.codec import MAX_DETAIL_CHARS, Rejected, decode_event, encode_event
+from streams.codec.events import DEFAULT_MAX_BYTES, _decode_checked, _decode_fast
 from streams.core.events import EVENT_TYPES, SURVEY_SCORE_RANGE, Event
 from tests.strategies import events
 
@@ -315,3 +316,29 @@ def test_two_mutations_give_one_of_their_reasons(case) -> None:
         expected = {"too_large"}  # checked before anything is parsed
     assert result.reason.value in expected, ([m.name for m in mutations], result, raw[:300])
     note(f"{'+'.join(sorted(m.reason for m in mutations))} -> {result.reason.value}")
+
+
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+@given(st.integers(1, 2).flatmap(mutated))
+def test_the_one_pass_decoder_only_accepts_what_the_checked_path_accepts(case) -> None:
+    """``decode_event`` tries a one-pass decode first and falls back to the ordered
+    checks; the shortcut may decline anything, but what it returns must be exactly what
+    the checked path returns for the same bytes."""
+    _, _, raw = case
+    checked = _decode_checked(raw, DEFAULT_MAX_BYTES)
+    if not (raw.isascii() and len(raw) <= DEFAULT_MAX_BYTES):  # decode_event's guard
+        note("not offered to the one-pass decoder")
+        return
+    fast = _decode_fast(raw)
+    if fast is not None:
+        assert fast == checked, raw[:300]
+    elif isinstance(checked, Event):
+        note("one-pass decoder declined a valid event")  # allowed, but counted
+
+
+@settings(max_examples=200, deadline=None)
+@given(events())
+def test_the_one_pass_decoder_takes_every_valid_event(event: Event) -> None:
+    """The shortcut is the hot path: a valid event (as the codec writes it) must not
+    fall through to the slower checked decode."""
+    assert _decode_fast(encode_event(event)) == event
