@@ -38,7 +38,7 @@ def _fingerprint(raw: Any) -> tuple:
 # --- stage 1 -> stage 2 ----------------------------------------------------------------------
 
 
-class Marker(msgspec.Struct, frozen=True):
+class Marker(msgspec.Struct, frozen=True, array_like=True):
     """A stage-1 task's progress: all its input up to ``watermark`` is in the partials
     that precede this marker on every partials partition."""
 
@@ -61,17 +61,27 @@ def encode_marker(marker: Marker) -> bytes:
     return _enc.encode({"m": [marker.task, marker.watermark, marker.idle, marker.tasks, marker.catching_up]})
 
 
+class _StageMessage(msgspec.Struct, gc=False):
+    """The wire form of either message, decoded typed: keys and dims arrive as the
+    tuples and strings they are used as, with no per-partial conversion."""
+
+    p: int | None = None
+    a: list[tuple[str, tuple[tuple[str, str], ...], int, str, Any]] | None = None
+    m: Marker | None = None  # (older markers: four fields, catching_up defaults)
+
+
+_stage_dec = msgspec.msgpack.Decoder(_StageMessage)
+
+
 def decode_stage_message(raw: bytes) -> tuple[int, dict[PartialKey, object]] | Marker:
     """A partials batch ``(task, aggs)`` or a :class:`Marker`. Raises ValueError if malformed."""
     try:
-        message = _dec.decode(raw)
-        if "m" in message:
-            task, watermark, idle, tasks, *rest = message["m"]  # (older markers: four fields)
-            return Marker(int(task), int(watermark), bool(idle), int(tasks), bool(rest[0]) if rest else False)
-        aggs: dict[PartialKey, object] = {}
-        for base, dims, pane, kind, wire in message["a"]:
-            aggs[(base, _dims(dims), int(pane))] = decode_partial(kind, wire)
-        return int(message["p"]), aggs
+        message = _stage_dec.decode(raw)
+        if message.m is not None:
+            return message.m
+        if message.p is None or message.a is None:
+            raise ValueError("neither a partials batch nor a marker")
+        return message.p, {(base, dims, pane): decode_partial(kind, wire) for base, dims, pane, kind, wire in message.a}
     except (msgspec.DecodeError, KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"malformed stage message: {exc}") from None
 

@@ -42,3 +42,15 @@ def test_replay_order_is_kpi_then_size_then_start_then_dims():
     assert [r.kpi for r in ordered] == ["csat", *["first_response_time_seconds"] * 3]
     assert [r.size for r in ordered[1:]] == ["1h", "1h", "1d"]
     assert ordered[1].dims == ()
+
+
+def test_keys_are_sorted_at_every_level_so_equal_records_are_equal_bytes():
+    raw = encode_kpi(record(dims=(("priority", "high"), ("channel", "email")), stats={"p90": 1.5, "mean": 2.0}))
+    assert raw.startswith(b'{"dims":{"channel":"email","priority":"high"},"final":true,"kpi":')
+    assert b'"stats":{"mean":2.0,"p90":1.5},"value":512.0,"window":{"end":"2026-11-02T11:00:00Z","size":"1h",' in raw
+
+
+def test_a_missing_or_non_finite_value_is_null():
+    assert orjson.loads(encode_kpi(record(value=None)))["value"] is None
+    assert encode_kpi(record(value=float("nan"), stats={"max": float("inf")})) == encode_kpi(
+        record(value=None, stats={"max": None}))

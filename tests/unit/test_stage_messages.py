@@ -33,3 +33,22 @@ def test_partials_round_trip():
     task, decoded = decode_stage_message(encode_partials(5, aggs))
     assert task == 5
     assert decoded == aggs
+
+
+@pytest.mark.parametrize("message", [
+    {},  # neither a batch nor a marker
+    {"p": 1},  # a batch without its partials
+    {"p": 1, "a": [["tickets_created", [["priority", 3]], 300_000, "count", 4]]},  # a dim value that is no string
+    {"p": 1, "a": [["tickets_created", [], 300_000, "no-such-kind", 4]]},
+    {"p": "one", "a": []},
+])
+def test_a_malformed_partials_batch_is_refused(message):
+    with pytest.raises(ValueError, match="malformed stage message"):
+        decode_stage_message(msgspec.msgpack.encode(message))
+
+
+def test_decoded_keys_are_the_tuples_stage_two_merges_on():
+    aggs = {("tickets_created", (("channel", "email"), ("priority", "high")), 300_000): Count(1)}
+    _, decoded = decode_stage_message(encode_partials(0, aggs))
+    (base, dims, pane), = decoded
+    assert type(dims) is tuple and all(type(pair) is tuple for pair in dims) and hash(dims) == hash(aggs.popitem()[0][1])
