@@ -104,6 +104,16 @@ def test_duplicate_keys_the_last_occurrence_wins() -> None:
     assert (event.event_id, event.data.ticket_id, event.data.priority) == ("evt-2", "ZD-2", "low")
 
 
+def test_a_repeated_event_type_the_last_occurrence_wins() -> None:
+    # (the one-pass decoder reads the type as a union tag: it must not take the first)
+    session = b'"event_type":"session.started","data":{"product":"app"}'
+    ticket = to_bytes(message())
+    assert decoded(ticket[:-1] + b"," + session + b"}").event_type == "session.started"
+    assert decoded(b"{" + session + b"," + ticket[1:]).event_type == "ticket.created"
+    mixed = decode_event(ticket[:-1] + b',"event_type":"survey.answered"}')  # a ticket's data
+    assert isinstance(mixed, Rejected) and mixed.reason is Reason.MISSING_FIELD
+
+
 def test_surrounding_whitespace_is_allowed() -> None:
     assert decoded(b" \n\t" + to_bytes(message()) + b"\r\n ") == decoded(to_bytes(message()))
 
