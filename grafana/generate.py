@@ -777,6 +777,12 @@ def pipeline_health() -> DashboardSpec:
               "Lag of the partitions each worker owns (recording rule instance:crm_consumer_lag:sum); "
               "lag that grows on one worker while it processes nothing is the stalled-pipeline alert.",
               "short", (Query("instance:crm_consumer_lag:sum", "{{instance}}"),)),
+        panel("Event-loop stalls by worker",
+              "Share of the time each worker's event loop was held for 0.25 s or more by one piece of work "
+              "(crm_event_loop_stall_seconds): input, scrapes and gauges wait meanwhile. The worker's log "
+              "names where each stall was spent.",
+              "percentunit", (Query(f"sum by (instance) (rate(crm_event_loop_stall_seconds_sum{{{JOB}}}"
+                                    "[$__rate_interval]))", "{{instance}}"),), min=0),
     ))
     return DashboardSpec(
         uid="crm-pipeline-health",

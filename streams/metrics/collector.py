@@ -183,6 +183,11 @@ class WorkerCollector(Collector):
             for stage, histogram in sorted(histograms.items()):
                 family.add_metric([stage], histogram.cumulative(), histogram.total)
             yield family
+        stalls = HistogramMetricFamily("crm_event_loop_stall_seconds",
+                                       "times the worker's event loop was held for 0.25 s or more, and for how long "
+                                       "(the log names where)")
+        stalls.add_metric([], s.loop_stalls.cumulative(), s.loop_stalls.total)
+        yield stalls
         recoveries = CounterMetricFamily("crm_task_recoveries", "tasks restored from their changelog after a failed batch",
                                          labels=["stage"])
         for stage, value in sorted(s.recoveries.items()):

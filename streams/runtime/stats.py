@@ -21,6 +21,7 @@ TICKET_COUNTERS = (
 )
 BATCH_SIZE_BUCKETS = (1, 10, 100, 1_000, 5_000, 20_000, 100_000)
 BATCH_SECONDS_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+STALL_SECONDS_BUCKETS = (0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
 @dataclass
@@ -66,6 +67,7 @@ class RuntimeStats:
     label_overflow: Counter = field(default_factory=Counter)  # label -> values mapped to "other"
     batch_sizes: dict[str, Histogram] = field(default_factory=dict)
     batch_seconds: dict[str, Histogram] = field(default_factory=dict)
+    loop_stalls: Histogram = field(default_factory=lambda: Histogram(STALL_SECONDS_BUCKETS))
 
     def zero(self, input_topics: list[str]) -> RuntimeStats:
         """Export every known counter series from start-up at 0, so that the first

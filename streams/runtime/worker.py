@@ -18,6 +18,7 @@ from streams.runtime.kafka import ensure_topics
 from streams.runtime.stage1 import Stage1
 from streams.runtime.stage2 import Stage2
 from streams.runtime.stats import RuntimeStats
+from streams.runtime.watchdog import LoopWatchdog
 from streams.settings import Settings, core_config
 
 log = logging.getLogger("crm_kpi.worker")
@@ -60,6 +61,8 @@ class Worker:
         await self.server.start()  # first: a port in use fails before any Kafka client exists
         self.stage1 = Stage1(settings, self.config, self.stats, tasks_total)
         self.stage2 = Stage2(settings, self.config, self.stats)
+        watchdog = LoopWatchdog(self.stats.loop_stalls.observe)
+        watchdog.start()
         await self.stage1.start()
         await self.stage2.start()
         log.info("worker %s started: %d input partitions, bootstrap %s, core %s",
@@ -83,6 +86,7 @@ class Worker:
             await self.stage1.stop()
             await self.stage2.stop()
             await self.server.stop()
+            await watchdog.stop()
             log.info("worker stopped")
 
     def _latest_records(self):

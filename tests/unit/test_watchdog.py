@@ -1,0 +1,78 @@
+"""The event-loop stall watchdog (streams/runtime/watchdog.py): a loop held by blocking
+work is measured, and the log names the function that held it."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+import time
+from collections import Counter
+from pathlib import Path
+
+from streams.runtime.stats import STALL_SECONDS_BUCKETS, Histogram
+from streams.runtime.watchdog import LoopWatchdog, describe_stall, innermost_own_frame
+
+HERE = str(Path(__file__).resolve().parent)
+
+
+def hold_the_loop(seconds: float) -> None:
+    time.sleep(seconds)  # blocking work on the loop's thread
+
+
+def test_a_blocked_loop_is_measured_and_the_blocking_function_named(caplog):
+    stalls: list[float] = []
+
+    async def main() -> None:
+        watchdog = LoopWatchdog(stalls.append, threshold_s=0.1, interval_s=0.02, package_dir=HERE)
+        watchdog.start()
+        await asyncio.sleep(0.1)
+        hold_the_loop(0.4)
+        await asyncio.sleep(0.1)
+        await watchdog.stop()
+        assert watchdog._gc not in gc.callbacks and not watchdog.thread.is_alive()
+
+    with caplog.at_level(logging.WARNING, logger="crm_kpi.watchdog"):
+        asyncio.run(main())
+    assert len(stalls) == 1 and 0.3 <= stalls[0] < 1.5
+    message = caplog.records[0].getMessage()
+    assert "event loop blocked" in message and "hold_the_loop" in message, message
+
+
+def test_a_loop_that_keeps_moving_reports_nothing(caplog):
+    stalls: list[float] = []
+
+    async def main() -> None:
+        watchdog = LoopWatchdog(stalls.append, threshold_s=0.2, interval_s=0.02, package_dir=HERE)
+        watchdog.start()
+        for _ in range(20):
+            hold_the_loop(0.01)
+            await asyncio.sleep(0.01)
+        await watchdog.stop()
+
+    with caplog.at_level(logging.WARNING, logger="crm_kpi.watchdog"):
+        asyncio.run(main())
+    assert stalls == [] and not caplog.records
+
+
+def test_the_innermost_frame_of_the_package_is_named():
+    import sys
+
+    frame = sys._getframe()
+    assert innermost_own_frame(frame, HERE).endswith("test_the_innermost_frame_of_the_package_is_named")
+    assert innermost_own_frame(frame, "/nowhere") is None
+
+
+def test_a_stall_line_names_places_and_collections():
+    line = describe_stall(0.84, Counter({"stage2.py:201 step": 9, "state.py:162 encode_bucket": 3}), 12, {2: 0.31})
+    assert line == ("event loop blocked 0.84 s; in stage2.py:201 step (9 of 12 samples), "
+                    "state.py:162 encode_bucket (3 of 12 samples); gc gen 2 0.31 s")
+    assert describe_stall(0.3, Counter(), 0, {}) == "event loop blocked 0.30 s"
+
+
+def test_stalls_are_exported_in_their_buckets():
+    histogram = Histogram(STALL_SECONDS_BUCKETS)
+    for seconds in (0.3, 0.3, 2.0):
+        histogram.observe(seconds)
+    cumulative = dict(histogram.cumulative())
+    assert cumulative["0.25"] == 0 and cumulative["0.5"] == 2 and cumulative["2.5"] == 3 and cumulative["+Inf"] == 3
