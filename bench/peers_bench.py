@@ -399,14 +399,14 @@ def start_worker(name: str, bootstrap: str, logdir: Path, prefix: str = "") -> t
     return spawn(name, command, logdir, worker_env(app_id, port, bootstrap, prefix)), port, app_id
 
 
-def attach_profiler(pid: int, logdir: Path) -> tuple[subprocess.Popen, Path] | None:
+def attach_profiler(pid: int, logdir: Path, name: str = "worker") -> tuple[subprocess.Popen, Path] | None:
     """py-spy sampling the worker (collapsed stacks, 100 Hz, idle frames left out) until it
     exits; None (and a note) when py-spy is not installed."""
     py_spy = shutil.which("py-spy") or shutil.which("py-spy", path=str(Path(sys.executable).parent))
     if py_spy is None:
         say("worker: --profile needs py-spy (pip install py-spy); running without it")
         return None
-    out = logdir / "worker-profile.folded"
+    out = logdir / f"{name}-profile.folded"
     process = subprocess.Popen([py_spy, "record", "--pid", str(pid), "--rate", "100", "--format", "raw",
                                 "--output", str(out), "--nonblocking"],
                                stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
@@ -564,11 +564,13 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered)) - 1))]
 
 
-def run_latency(bootstrap: str, messages, rate: float, seconds: float, logdir: Path, timeout: float) -> dict:
+def run_latency(bootstrap: str, messages, rate: float, seconds: float, logdir: Path, timeout: float,
+                profile: bool = False) -> dict:
     """The worker on fresh topics; events produced at ``rate`` with occurred_at = now."""
     prefix = f"lat{int(time.time())}."
     localkafka.create_topics(bootstrap, [prefix + t for t in INPUTS], partitions=PARTITIONS)
     run, port, app_id = start_worker("worker-latency", bootstrap, logdir, prefix)
+    profiler = None
     say(f"latency: worker {app_id} on topics {prefix}*; waiting for its partitions")
     deadline = time.monotonic() + 120
     try:
@@ -581,12 +583,14 @@ def run_latency(bootstrap: str, messages, rate: float, seconds: float, logdir: P
             time.sleep(0.2)
         else:
             raise RuntimeError("latency worker did not own its partitions in 120 s")
+        profiler = attach_profiler(run.process.pid, logdir, "worker-latency") if profile else None
         scraper = Scraper(port, 0.05)
         scraper.start()
         sent: dict[str, list[float]] = {}
         say(f"latency: producing {rate:,.0f} events/s for {seconds:.0f} s (occurred_at = now), "
             f"scraping /metrics every 50 ms")
         cpu0 = run.cpu() or 0.0
+        produce_began_ms = time.time() * 1000
         produced = asyncio.run(paced_produce(bootstrap, messages, prefix, rate, seconds, sent))
         wait_until = time.monotonic() + timeout
         while time.monotonic() < wait_until:
@@ -600,7 +604,14 @@ def run_latency(bootstrap: str, messages, rate: float, seconds: float, logdir: P
         hwm = proc_hwm(run.process.pid)
     finally:
         run.stop()
+        if profiler is not None:
+            try:
+                profiler[0].wait(60)
+                say(f"latency: profile in {profiler[1].relative_to(REPO_ROOT)}")
+            except subprocess.TimeoutExpired:
+                profiler[0].kill()
     latencies: list[float] = []
+    worst_by_second: dict[int, float] = {}  # second of the run (by occurred_at) -> worst latency
     missing = 0
     for topic, times in sent.items():
         samples = [(at, counts.get(topic, 0.0)) for at, counts in scraper.samples]
@@ -610,7 +621,10 @@ def run_latency(bootstrap: str, messages, rate: float, seconds: float, logdir: P
             if at == len(samples):
                 missing += 1
             else:
-                latencies.append((samples[at][0] - occurred) / 1000)
+                latency = (samples[at][0] - occurred) / 1000
+                latencies.append(latency)
+                second = int((occurred - produce_began_ms) // 1000)
+                worst_by_second[second] = max(worst_by_second.get(second, 0.0), latency)
     if not latencies:
         return {"finished": False, "produced": produced, "missing": missing}
     result = {
@@ -620,9 +634,14 @@ def run_latency(bootstrap: str, messages, rate: float, seconds: float, logdir: P
         "max_s": round(max(latencies), 4), "not_seen": missing,
         "worker_cpu_seconds": round(cpu, 2), "worker_cpu_share_of_one_core": round(cpu / seconds, 3),
         "peak_rss_bytes": hwm,
+        # where the tail is: the seconds of the run (by event time) whose worst event took
+        # longest, worst first: a stall shows as a run of neighbouring seconds
+        "worst_seconds": [{"second": second, "max_s": round(worst, 3)} for second, worst in
+                          sorted(worst_by_second.items(), key=lambda item: -item[1])[:10]],
     }
     say(f"latency: p50 {result['p50_s'] * 1000:,.0f} ms, p99 {result['p99_s'] * 1000:,.0f} ms "
-        f"(max {result['max_s'] * 1000:,.0f} ms) over {produced:,} events at {rate:,.0f}/s; {missing} not seen")
+        f"(max {result['max_s'] * 1000:,.0f} ms) over {produced:,} events at {rate:,.0f}/s; {missing} not seen; "
+        "worst seconds " + ", ".join(f"{w['second']}s: {w['max_s'] * 1000:,.0f} ms" for w in result["worst_seconds"][:5]))
     return result
 
 
@@ -818,7 +837,8 @@ def main() -> None:
                 rate = args.latency_rate or (measured / 2 if measured else None)
                 if rate:
                     tree = tree_state()
-                    extra["latency"] = run_latency(bootstrap, messages, rate, args.latency_seconds, logdir, 300)
+                    extra["latency"] = run_latency(bootstrap, messages, rate, args.latency_seconds, logdir, 300,
+                                                   args.profile)
                     extra["latency"]["rate_basis"] = ("--latency-rate" if args.latency_rate else
                                                       "50 % of the worker's ingest wall rate above")
                     extra["latency"]["tree"] = tree
