@@ -94,7 +94,10 @@ class Settings(BaseSettings):
     batch_max_events: int = Field(20_000, ge=1, le=1_000_000, description="events fetched per batch at most")
     provisional_interval: str = Field("2s", description="how often open windows are published (final: false)")
     commit_interval: str = Field(
-        "1s", description="a task behind its input commits at most this often (caught up: every batch; 0s: always)"
+        "1s", description="a task behind its input commits at most this often (0s: every batch)"
+    )
+    live_commit_interval: str = Field(
+        "100ms", description="a task caught up with its input commits at most this often (0s: every batch)"
     )
 
     # --- KPI options -------------------------------------------------------------
@@ -129,7 +132,7 @@ class Settings(BaseSettings):
     )
 
     @field_validator("out_of_orderness", "grace", "allowed_lateness", "idle_timeout", "provisional_interval",
-                     "commit_interval")
+                     "commit_interval", "live_commit_interval")
     @classmethod
     def _valid_duration(cls, value: str) -> str:
         parse_duration(value)
@@ -212,6 +215,10 @@ class Settings(BaseSettings):
     @property
     def commit_interval_ms(self) -> int:
         return parse_duration(self.commit_interval)
+
+    @property
+    def live_commit_interval_ms(self) -> int:
+        return parse_duration(self.live_commit_interval)
 
     def metrics_basic_auth_password_value(self) -> str | None:
         """The /metrics basic-auth password, from the setting or its file. Never log it."""

@@ -177,10 +177,11 @@ class Stage2Task:
             log.warning("stage2 task %d: producer stop: %s", self.index, exc)
 
     async def step(self, messages: list[Any], now: float, caught_up: bool) -> None:
-        """Merge a batch. Commit (records, state, position in one transaction) when caught
-        up, or at most every ``commit_interval`` while behind: a task catching up merges
-        many batches per transaction, so a bucket that every batch touches is written to
-        the changelog once per interval, not once per batch."""
+        """Merge a batch. Commit (records, state, position in one transaction) at most
+        every ``live_commit_interval`` when caught up, every ``commit_interval`` while
+        behind: a task catching up merges many batches per transaction, so a bucket that
+        every batch touches is written to the changelog once per interval, not once per
+        batch."""
         stats = self.stage.stats
         consumed = 0
         for message in messages:
@@ -215,7 +216,8 @@ class Stage2Task:
             # (publishing every open window of every size is costly when event time moves fast)
             spent = time.perf_counter() - began
             self.next_provisional = now + max(self.settings.provisional_interval_ms / 1000, 20 * spent)
-        if not caught_up and (now - self.last_commit) * 1000 < self.settings.commit_interval_ms:
+        interval_ms = self.settings.live_commit_interval_ms if caught_up else self.settings.commit_interval_ms
+        if (now - self.last_commit) * 1000 < interval_ms:
             return
         await self.flush(now)
 
@@ -248,6 +250,7 @@ class Stage2Task:
         outgoing: list[Outgoing] = [
             (self.settings.topics.kpi, encode_kpi(record), kpi_key(record), None) for record in records
         ]
+        self.chunks.begin_commit()
         for i, base, dims, bucket, agg in changes.buckets:
             if isinstance(agg, Distinct):
                 # appended in chunks: a day's set of active customers is not rewritten per commit

@@ -63,19 +63,52 @@ def test_an_unknown_bucket_or_an_empty_one_still_gets_chunk_zero():
         DistinctChunks(max_chunks=0)
 
 
+def test_due_rewrites_share_the_commits_budget_and_wait_for_a_later_commit():
+    chunks = DistinctChunks(max_chunks=2, rewrite_budget=15)
+    a, b = set(range(10)), set(range(100, 110))
+    for key, members in (("a", a), ("b", b)):
+        assert chunks.plan(key, members, None) == [(0, members)]
+    chunks.begin_commit()
+    assert chunks.plan("a", a | {10}, {10}) == [(1, {10})]
+    assert chunks.plan("b", b | {110}, {110}) == [(1, {110})]
+    a, b = a | {10, 11}, b | {110, 111}
+    chunks.begin_commit()  # both are due: "a" takes 12 of the 15, "b" (12) must wait
+    assert chunks.plan("a", a, {11}) == [(0, a), (1, None)]
+    assert chunks.plan("b", b, {111}) == [(2, {111})]
+    chunks.begin_commit()
+    b = b | {112}
+    assert chunks.plan("b", b, {112}) == [(0, b), (1, None), (2, None)]
+
+
+def test_a_postponed_rewrite_is_forced_at_twice_max_chunks():
+    chunks = DistinctChunks(max_chunks=2, rewrite_budget=0)
+    members = {1}
+    assert chunks.plan("b", members, None) == [(0, {1})]
+    for new in (2, 3, 4):
+        chunks.begin_commit()
+        members = members | {new}
+        assert chunks.plan("b", members, {new}) == [(new - 1, {new})]
+    chunks.begin_commit()
+    members = members | {5}
+    assert chunks.plan("b", members, {5}) == [(0, members), (1, None), (2, None), (3, None)]
+    with pytest.raises(ValueError):
+        DistinctChunks(rewrite_budget=-1)
+
+
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.sets(st.integers(0, 60), max_size=12), min_size=1, max_size=40),
-       st.integers(1, 5), st.integers(1, 8))
-def test_the_live_chunks_always_union_to_the_set(batches, max_chunks, max_members):
-    chunks = DistinctChunks(max_chunks=max_chunks, max_members=max_members)
+       st.integers(1, 5), st.integers(1, 8), st.sampled_from([0, 5, 30, 10_000]))
+def test_the_live_chunks_always_union_to_the_set(batches, max_chunks, max_members, budget):
+    chunks = DistinctChunks(max_chunks=max_chunks, max_members=max_members, rewrite_budget=budget)
     log: dict = {}
     members: set[int] = set()
     for i, batch in enumerate(batches):
         new = batch - members
         members |= new
+        chunks.begin_commit()
         apply(log, "b", chunks.plan("b", members, None if i == 0 else new))
         assert union(log, "b") == members
-        assert len([k for k in log if k[0] == "b"]) <= max(max_chunks, -(-len(members) // max_members))
+        assert len([k for k in log if k[0] == "b"]) <= max(2 * max_chunks, -(-len(members) // max_members))
     for chunk in chunks.forget("b"):
         log.pop(("b", chunk), None)
     assert union(log, "b") is None
