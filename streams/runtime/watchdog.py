@@ -8,9 +8,12 @@ often and, while it is older than ``threshold_s``, samples the loop thread's Pyt
 (``sys._current_frames``) every ``interval_s / 5``. When the loop comes back the stall
 is recorded: its length goes to a histogram (exported as
 ``crm_event_loop_stall_seconds``) and a WARNING names where the samples fell, e.g.
-``event loop blocked 0.84 s: stage2.py:201 step (9 of 12 samples); gc gen 2 0.31 s``.
-Compiled core functions have no Python frame: a stall inside them is reported at the
-line of the runtime that called them. Garbage collections are timed through
+``event loop blocked 0.84 s; in state.py:162 encode_bucket < stage2.py:255 _commit (9 of
+12 samples); gc gen 1 0.31 s`` - at most one line per 10 s: the longest stall, with how
+many others there were. Compiled core functions have no Python frame and do not let the
+sampling thread take the interpreter lock: a stall inside them is reported at the next
+Python-level call they make (a msgspec struct's method, say) or else at the line of the
+runtime that called them. Garbage collections are timed through
 ``gc.callbacks`` and named when they overlap a stall.
 """
 
@@ -34,13 +37,22 @@ PACKAGE_DIR = str(Path(__file__).resolve().parents[1])  # .../streams
 
 def innermost_own_frame(frame, package_dir: str = PACKAGE_DIR) -> str | None:
     """``file.py:line function`` of the innermost frame in our package (``None``: the
-    stack holds none of ours, e.g. the loop waiting in ``select``)."""
+    stack holds none of ours, e.g. the loop waiting in ``select``), followed by
+    ``< file.py:line function`` of the innermost runtime frame (``streams/runtime``)
+    that called it, when that is another: which call of the runtime the time went to."""
+    inner = None
     while frame is not None:
         filename = frame.f_code.co_filename
         if filename.startswith(package_dir) and "/watchdog.py" not in filename:
-            return f"{Path(filename).name}:{frame.f_lineno} {frame.f_code.co_name}"
+            place = f"{Path(filename).name}:{frame.f_lineno} {frame.f_code.co_name}"
+            if inner is None:
+                inner = place
+                if "/runtime/" in filename:
+                    return inner
+            elif "/runtime/" in filename:
+                return f"{inner} < {place}"
         frame = frame.f_back
-    return None
+    return inner
 
 
 def describe_stall(seconds: float, places: Counter, samples: int, gc_seconds: dict[int, float]) -> str:
@@ -61,9 +73,14 @@ class LoopWatchdog:
 
     def __init__(self, observe: Callable[[float], None], threshold_s: float = 0.25,
                  interval_s: float = 0.05, clock: Callable[[], float] = time.monotonic,
-                 package_dir: str = PACKAGE_DIR) -> None:
+                 package_dir: str = PACKAGE_DIR, log_interval_s: float = 10.0) -> None:
         self.observe = observe
         self.package_dir = package_dir
+        self.log_interval_s = log_interval_s
+        self.logged_at = -float("inf")  # clock time of the last stall line
+        self.worst: tuple[float, str] | None = None  # the longest stall not logged yet
+        self.held = 0  # stalls since the last line
+        self.held_seconds = 0.0
         self.threshold_s = threshold_s
         self.interval_s = interval_s
         self.clock = clock
@@ -104,13 +121,34 @@ class LoopWatchdog:
                     self.places.clear()
                     self.samples = 0
                     self.gc_seconds.clear()
+                self._log_held()
 
     def _report(self, seconds: float) -> None:
         with self.lock:
             places, samples, gc_seconds = self.places, self.samples, self.gc_seconds
             self.places, self.samples, self.gc_seconds = Counter(), 0, {}
         self.observe(seconds)
-        log.warning("%s", describe_stall(seconds, places, samples, gc_seconds))
+        line = describe_stall(seconds, places, samples, gc_seconds)
+        if self.worst is None or seconds > self.worst[0]:
+            self.worst = (seconds, line)
+        self.held += 1
+        self.held_seconds += seconds
+        self._log_held()
+
+    def _log_held(self) -> None:
+        """At most one line per ``log_interval_s``: the longest stall since the last
+        line, and how many others there were (a worker catching up on a backlog stalls
+        every second or so)."""
+        now = self.clock()
+        if self.worst is None or now - self.logged_at < self.log_interval_s:
+            return
+        line = self.worst[1]
+        if self.held > 1:
+            line += (f" [the longest of {self.held} stalls in the last {now - self.logged_at:.0f} s, "
+                     f"{self.held_seconds:.1f} s blocked in all]")
+        log.warning("%s", line)
+        self.logged_at = now
+        self.worst, self.held, self.held_seconds = None, 0, 0.0
 
     # -- the sampling thread --------------------------------------------------------
     def _watch(self) -> None:

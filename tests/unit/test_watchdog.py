@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import re
 import time
 from collections import Counter
 from pathlib import Path
@@ -61,6 +62,40 @@ def test_the_innermost_frame_of_the_package_is_named():
     frame = sys._getframe()
     assert innermost_own_frame(frame, HERE).endswith("test_the_innermost_frame_of_the_package_is_named")
     assert innermost_own_frame(frame, "/nowhere") is None
+
+
+def test_a_core_frame_is_named_with_the_runtime_call_it_came_from():
+    import sys
+
+    leaf_ns: dict = {"sys": sys}
+    exec(compile("def leaf():\n    return sys._getframe()\n", f"{HERE}/core/inner.py", "exec"), leaf_ns)
+    caller_ns: dict = {"leaf": leaf_ns["leaf"]}
+    exec(compile("def step():\n    x = 1\n    return leaf()\n", f"{HERE}/runtime/stage.py", "exec"), caller_ns)
+    frame = caller_ns["step"]()
+    assert innermost_own_frame(frame, HERE) == "inner.py:2 leaf < stage.py:3 step"
+
+
+def test_stall_lines_are_rate_limited_to_the_longest_with_a_count(caplog):
+    stalls: list[float] = []
+
+    async def main() -> None:
+        watchdog = LoopWatchdog(stalls.append, threshold_s=0.1, interval_s=0.02, package_dir=HERE,
+                                log_interval_s=1.0)
+        watchdog.start()
+        for seconds in (0.15, 0.15, 0.35, 0.15):
+            await asyncio.sleep(0.05)
+            hold_the_loop(seconds)
+        await asyncio.sleep(1.2)  # the held stalls are logged once the interval has passed
+        await watchdog.stop()
+
+    with caplog.at_level(logging.WARNING, logger="crm_kpi.watchdog"):
+        asyncio.run(main())
+    assert len(stalls) == 4
+    lines = [record.getMessage() for record in caplog.records]
+    assert len(lines) == 2, lines
+    assert "[the longest of 3 stalls" in lines[1], lines
+    longest = float(re.search(r"blocked (\d+\.\d+) s", lines[1]).group(1))
+    assert longest == round(max(stalls[1:]), 2) and max(stalls[1:]) == stalls[2], (lines, stalls)
 
 
 def test_a_stall_line_names_places_and_collections():
