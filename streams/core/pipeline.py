@@ -179,15 +179,23 @@ class Processor:
                 result[slot] = heap[0]
         return result
 
-    def advance(self, watermark_ms: int | None = None) -> None:
-        """Apply buffered events and fire timers up to the watermark, in event-time order."""
+    def advance(self, watermark_ms: int | None = None, limit: int = 0) -> bool:
+        """Apply buffered events and fire timers up to the watermark, in event-time order.
+
+        With ``limit`` > 0, stop after that many events and timers and return True if
+        more are due (call again with the same watermark to go on): the runtime hands
+        the event loop back between slices of a big backlog. Returns False when done."""
         until = self.watermark if watermark_ms is None else watermark_ms
         buffer, timers = self.buffer, self.timers
+        done = 0
         while True:
             next_event = buffer[0][0] if buffer and buffer[0][0] <= until else None
             next_timer = timers[0][0] if timers and timers[0][0] <= until else None
             if next_event is None and next_timer is None:
                 break
+            if limit and done >= limit:
+                return True
+            done += 1
             # a timer due at the same instant as an event fires first: at 100 % of the
             # target the SLA is breached, so a reply at exactly the due time is late
             if next_timer is not None and (next_event is None or next_timer <= next_event):
@@ -200,6 +208,7 @@ class Processor:
                 self._apply(event)
         if until > self.applied_until_ms:
             self.applied_until_ms = until
+        return False
 
     def drain(self) -> Partials:
         """Hand over the partials and records produced since the last drain."""

@@ -71,6 +71,9 @@ CONFIRMATION_MAX_AGE_MS = 2_000
 # 10-30 % of a busy live worker's loop, measured)
 GROUP_OFFSETS_INTERVAL_S = 1.0
 
+# events and timers applied between two hand-backs of the event loop (~0.1 s of core work)
+ADVANCE_SLICE = 2_000
+
 
 def wall_ms() -> int:
     return int(time.time() * 1000)
@@ -242,11 +245,14 @@ class Stage1Task:
                 log.info("stage1 task %d: idle (caught up, nothing new for %.1fs); event time %d -> %d",
                          self.index, quiet_for, processor.applied_until_ms,
                          max(processor.applied_until_ms, processor.max_event_ms))
-            if processor.max_event_ms > processor.applied_until_ms:
-                processor.advance(processor.max_event_ms)
+            until = max(processor.applied_until_ms, processor.max_event_ms)
             self.idle = True
         else:
-            processor.advance()
+            until = processor.watermark
+        # in slices: a backlog's batch is seconds of core work, and the loop also serves
+        # /metrics, heartbeats and stage 2
+        while processor.advance(until, ADVANCE_SLICE):
+            await asyncio.sleep(0)
         if now - self.last_sweep > 60:
             processor.sweep()
             self.last_sweep = now

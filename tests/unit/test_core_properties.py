@@ -34,9 +34,10 @@ def values(records) -> dict:
     return {k: (r.value, r.n, r.stats) for k, r in latest.items()}
 
 
-def stream(events_per_partition: list[list], cfg, batch: int, final_watermark: int):
+def stream(events_per_partition: list[list], cfg, batch: int, final_watermark: int, advance_slice: int = 0):
     """Drive one processor per partition like the runtime does, in batches, with one
-    merger whose watermark is the minimum over partitions."""
+    merger whose watermark is the minimum over partitions (``advance_slice``: advance
+    in slices of that many events and timers, as stage 1 does)."""
     processors = [Processor(cfg) for _ in events_per_partition]
     merger = Merger(cfg.specs, cfg.lateness, cfg.min_sample)
     records, sla, signals = [], [], []
@@ -46,7 +47,9 @@ def stream(events_per_partition: list[list], cfg, batch: int, final_watermark: i
             for event in evs[cursors[i] : cursors[i] + batch]:
                 proc.offer(event)
             cursors[i] += batch
-            proc.advance()
+            until = proc.watermark
+            while proc.advance(until, advance_slice):
+                assert advance_slice, "without a limit, advance finishes in one call"
             out = proc.drain()
             merger.add(out.aggs)
             sla += out.sla
@@ -82,6 +85,17 @@ def test_partitioned_fold_then_merge_equals_single_fold(seed, partitions, batch)
     assert values(records) == values(expected_records)
     assert sla == expected_sla
     assert signals == expected_signals
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 10_000), batch=st.integers(5, 200), advance_slice=st.integers(1, 7))
+def test_advancing_in_slices_gives_exactly_the_same_output(seed, batch, advance_slice):
+    cfg = config(WINDOWS, min_sample=3)
+    events = sorted(generate(seed), key=lambda e: (e.occurred_at_ms, e.event_id))
+    final = max(e.occurred_at_ms for e in events)
+    whole = stream([events], cfg, batch, final)
+    sliced = stream([events], cfg, batch, final, advance_slice)
+    assert sliced == whole
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
