@@ -147,9 +147,19 @@ class Merger:
     def advance(self, watermark: int) -> list[KpiRecord]:
         """Move the watermark; returns final records of windows that closed and
         revisions of closed windows that changed. Expired windows are forgotten."""
+        records, _ = self.advance_some(watermark, 0)
+        return records
+
+    def advance_some(self, watermark: int, max_windows: int) -> tuple[list[KpiRecord], bool]:
+        """:meth:`advance` in slices: publish at most ``max_windows`` windows (0: all) and
+        say whether more are due (call again with the same watermark to go on; the
+        records of all the calls are those of one :meth:`advance`, in the same order).
+        Closing a day's windows of every KPI and dimension is a second of work that the
+        runtime splits to hand its event loop back in between."""
         if watermark > self.watermark:
             self.watermark = watermark
         records: list[KpiRecord] = []
+        published = 0
         for state in self.states:
             size = state.spec.size_ms
             # closed windows not yet final (maybe published provisionally) and closed
@@ -157,10 +167,13 @@ class Merger:
             candidates = state.dirty | (state.known - state.finalized)
             closing = sorted(s for s in candidates if self.lateness.closed(s + size, self.watermark))
             for start in closing:
+                if max_windows and published >= max_windows:
+                    return records, True
                 records.extend(self._publish(state, start, final=True))
                 state.dirty.discard(start)
+                published += 1
             self._evict(state)
-        return records
+        return records, False
 
     def latest_final(self) -> dict[tuple[str, str, Dims], KpiRecord]:
         """The latest final record per (kpi, window size, dims): what gauges show."""

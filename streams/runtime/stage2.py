@@ -55,6 +55,9 @@ log = logging.getLogger("crm_kpi.stage2")
 
 META_KEY = b"m"
 
+# windows published as final between two hand-backs of the event loop
+CLOSE_SLICE = 4
+
 
 def global_watermark(marks: dict[int, tuple[int, bool]], tasks_total: int) -> int:
     """Minimum watermark over the stage-1 tasks that are not idle; when every task is
@@ -206,7 +209,15 @@ class Stage2Task:
         if consumed:
             stats.observe_batch("stage2", consumed)
         self.uncommitted += consumed
-        self.pending.extend(self.merger.advance(global_watermark(self.marks, self.tasks_total)))
+        # closing windows in slices (a day's windows of every KPI and dimension are a
+        # second of work): the event loop also serves stage 1 and /metrics
+        watermark = global_watermark(self.marks, self.tasks_total)
+        while True:
+            records, more = self.merger.advance_some(watermark, CLOSE_SLICE)
+            self.pending.extend(records)
+            if not more:
+                break
+            await asyncio.sleep(0)
         # live figures of open windows only when the input is live: while stage 1 catches
         # up on a backlog, windows close within seconds and their finals follow
         if caught_up and not self.catching_up and now >= self.next_provisional:

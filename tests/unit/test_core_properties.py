@@ -34,10 +34,23 @@ def values(records) -> dict:
     return {k: (r.value, r.n, r.stats) for k, r in latest.items()}
 
 
-def stream(events_per_partition: list[list], cfg, batch: int, final_watermark: int, advance_slice: int = 0):
+def close(merger: Merger, watermark: int, close_slice: int) -> list:
+    """``merger.advance``, or in slices of ``close_slice`` windows as stage 2 does."""
+    if not close_slice:
+        return merger.advance(watermark)
+    records, more = merger.advance_some(watermark, close_slice)
+    while more:
+        some, more = merger.advance_some(watermark, close_slice)
+        records += some
+    return records
+
+
+def stream(events_per_partition: list[list], cfg, batch: int, final_watermark: int, advance_slice: int = 0,
+           close_slice: int = 0):
     """Drive one processor per partition like the runtime does, in batches, with one
     merger whose watermark is the minimum over partitions (``advance_slice``: advance
-    in slices of that many events and timers, as stage 1 does)."""
+    in slices of that many events and timers, as stage 1 does; ``close_slice``: close
+    windows that many at a time, as stage 2 does)."""
     processors = [Processor(cfg) for _ in events_per_partition]
     merger = Merger(cfg.specs, cfg.lateness, cfg.min_sample)
     records, sla, signals = [], [], []
@@ -54,14 +67,14 @@ def stream(events_per_partition: list[list], cfg, batch: int, final_watermark: i
             merger.add(out.aggs)
             sla += out.sla
             signals += out.signals
-        records += merger.advance(min(p.watermark for p in processors))
+        records += close(merger, min(p.watermark for p in processors), close_slice)
     for proc in processors:
         proc.advance(final_watermark)
         out = proc.drain()
         merger.add(out.aggs)
         sla += out.sla
         signals += out.signals
-    records += merger.advance(final_watermark)
+    records += close(merger, final_watermark, close_slice)
     records += merger.flush()
     return records, sorted(s.sort_key for s in sla), sorted(s.sort_key for s in signals)
 
@@ -88,13 +101,14 @@ def test_partitioned_fold_then_merge_equals_single_fold(seed, partitions, batch)
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(seed=st.integers(0, 10_000), batch=st.integers(5, 200), advance_slice=st.integers(1, 7))
-def test_advancing_in_slices_gives_exactly_the_same_output(seed, batch, advance_slice):
+@given(seed=st.integers(0, 10_000), batch=st.integers(5, 200), advance_slice=st.integers(0, 7),
+       close_slice=st.integers(0, 3))
+def test_advancing_and_closing_in_slices_gives_exactly_the_same_output(seed, batch, advance_slice, close_slice):
     cfg = config(WINDOWS, min_sample=3)
     events = sorted(generate(seed), key=lambda e: (e.occurred_at_ms, e.event_id))
     final = max(e.occurred_at_ms for e in events)
     whole = stream([events], cfg, batch, final)
-    sliced = stream([events], cfg, batch, final, advance_slice)
+    sliced = stream([events], cfg, batch, final, advance_slice, close_slice)
     assert sliced == whole
 
 
