@@ -413,6 +413,18 @@ def attach_profiler(pid: int, logdir: Path, name: str = "worker") -> tuple[subpr
     return process, out
 
 
+def finish_profiler(profiler: tuple[subprocess.Popen, Path] | None, phase: str) -> None:
+    """Wait for py-spy to write its file (it does when the worker has exited)."""
+    if profiler is None:
+        return
+    try:
+        profiler[0].wait(60)
+        say(f"{phase}: profile in {profiler[1].relative_to(REPO_ROOT)} (collapsed stacks; "
+            "the sampling costs the worker a few per cent)")
+    except subprocess.TimeoutExpired:
+        profiler[0].kill()
+
+
 def run_worker(bootstrap: str, total: int, logdir: Path, timeout: float, profile: bool = False) -> dict:
     """Our worker from the beginning of the pre-loaded topics until its output is current."""
     run, port, app_id = start_worker("worker", bootstrap, logdir)
@@ -469,13 +481,7 @@ def run_worker(bootstrap: str, total: int, logdir: Path, timeout: float, profile
         hwm = proc_hwm(run.process.pid) or hwm
     finally:
         run.stop()
-        if profiler is not None:
-            try:
-                profiler[0].wait(60)  # py-spy writes its file when the worker has exited
-                say(f"worker: profile in {profiler[1].relative_to(REPO_ROOT)} (collapsed stacks; "
-                    "the sampling costs the worker a few per cent)")
-            except subprocess.TimeoutExpired:
-                profiler[0].kill()
+        finish_profiler(profiler, "worker")
     if first is None or current is None:
         say(f"worker: did not finish in {timeout:.0f} s:\n{run.tail()}")
         result = {"contender": "worker", "events": total, "finished": False,
@@ -604,12 +610,7 @@ def run_latency(bootstrap: str, messages, rate: float, seconds: float, logdir: P
         hwm = proc_hwm(run.process.pid)
     finally:
         run.stop()
-        if profiler is not None:
-            try:
-                profiler[0].wait(60)
-                say(f"latency: profile in {profiler[1].relative_to(REPO_ROOT)}")
-            except subprocess.TimeoutExpired:
-                profiler[0].kill()
+        finish_profiler(profiler, "latency")
     latencies: list[float] = []
     worst_by_second: dict[int, float] = {}  # second of the run (by occurred_at) -> worst latency
     missing = 0
