@@ -29,7 +29,7 @@ Chunk = tuple[int, "set[int] | None"]  # (chunk number, members; None: delete th
 
 MAX_CHUNKS = 32
 MAX_MEMBERS = 500_000  # 4 MB of packed hashes: well inside a Kafka message
-REWRITE_BUDGET = 200_000  # members rewritten per commit over all buckets (~20 ms of sort + encode)
+REWRITE_BUDGET = 200_000  # members rewritten per commit over all buckets (sort + encode: 0.24 s measured, 2026-12-06)
 
 
 class DistinctChunks:
