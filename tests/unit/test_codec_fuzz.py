@@ -190,8 +190,8 @@ def syntax_mutations(draw: st.DrawFn) -> list[Mutation]:
         Mutation("trailing data", _noop, "invalid_json", raw=lambda raw: raw + b' {"again": 1}'),
         Mutation("not UTF-8", _set(("source",), "__BYTES__"), "invalid_json",
                  raw=lambda raw: raw.replace(b"__BYTES__", b"\xc3\x28")),
-        Mutation("nested too deep", _set(("deep",), "__DEEP__"), "invalid_json",
-                 raw=lambda raw: raw.replace(b'"__DEEP__"', b"[" * depth + b"]" * depth)),
+        Mutation("nested too deep", _set(("deep",), "__DEEP_ARRAY__"), "invalid_json",
+                 raw=lambda raw: raw.replace(b'"__DEEP_ARRAY__"', b"[" * depth + b"]" * depth)),
         # after the edits that insert keys right after the document's opening brace
         Mutation("wrapped in an array", _noop, "not_an_object", raw=lambda raw: b"[" + raw + b"]", order=2),
         # stricter than json.loads: every occurrence of a duplicated key is validated
@@ -227,8 +227,9 @@ def neutral_mutations(draw: st.DrawFn) -> list[Mutation]:
     return [
         Mutation("unknown envelope field", _set(("x_unknown",), extra), ACCEPTED, touches=("x_unknown",)),
         Mutation("unknown payload field", _set(("data", "x_unknown"), extra), ACCEPTED, touches=("data.x_unknown",)),
-        Mutation("unknown field nested 60 deep", _set(("x_deep",), "__DEEP__"), ACCEPTED, touches=("x_deep",),
-                 raw=lambda raw: raw.replace(b'"__DEEP__"', b'{"a":' * depth + b"1" + b"}" * depth)),
+        Mutation("unknown field nested 60 deep", _set(("x_deep",), "__DEEP_OBJECT__"), ACCEPTED,
+                 touches=("x_deep",),  # (each placeholder its own: both may be drawn together)
+                 raw=lambda raw: raw.replace(b'"__DEEP_OBJECT__"', b'{"a":' * depth + b"1" + b"}" * depth)),
         Mutation("pretty-printed", _noop, ACCEPTED, order=0,
                  raw=_reshaper(lambda doc: json.dumps(doc, indent=indent, ensure_ascii=False).encode())),
         Mutation("keys reversed", _noop, ACCEPTED, order=0,
