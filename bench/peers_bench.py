@@ -348,7 +348,7 @@ def quix_drained(bootstrap: str, group: str) -> bool:
 
 _SAMPLE = re.compile(rb'^(crm_events_processed_total|crm_events_rejected_total|crm_consumer_lag|'
                      rb'crm_owned_partitions|crm_events_late_total|crm_events_dropped_late_total|'
-                     rb'crm_events_duplicate_total)(\{[^}]*\})? ([0-9.eE+-]+|NaN)$', re.M)
+                     rb'crm_events_duplicate_total|crm_gc_pause_seconds_total)(\{[^}]*\})? ([0-9.eE+-]+|NaN)$', re.M)
 _TOPIC = re.compile(rb'topic="([^"]*)"')
 _STAGE = re.compile(rb'stage="([^"]*)"')
 
@@ -360,7 +360,7 @@ def scrape(port: int) -> dict | None:
             text = response.read()
     except OSError:
         return None
-    out: dict[str, Any] = {"processed": {}, "rejected": 0.0, "lag": 0.0, "owned": {}}
+    out: dict[str, Any] = {"processed": {}, "rejected": 0.0, "lag": 0.0, "owned": {}, "gc": 0.0}
     for name, labels, value in _SAMPLE.findall(text):
         number = float(value)
         if name == b"crm_events_processed_total":
@@ -370,6 +370,8 @@ def scrape(port: int) -> dict | None:
             out["rejected"] += number
         elif name == b"crm_consumer_lag":
             out["lag"] += number
+        elif name == b"crm_gc_pause_seconds_total":
+            out["gc"] += number  # all generations
         elif name != b"crm_owned_partitions":
             key = name.decode().removeprefix("crm_events_").removesuffix("_total")
             out[key] = out.get(key, 0.0) + number
@@ -434,6 +436,7 @@ def run_worker(bootstrap: str, total: int, logdir: Path, timeout: float, profile
     next_note = time.monotonic() + 15
     first = ingested = current = None
     last_zero: tuple[float, float] | None = None
+    gc_at_zero = gc_at_first = gc_at_current = 0.0  # the worker's seconds in garbage collection
     last_ends = hwm = None
     counters: dict[str, float] = {}
     try:
@@ -450,9 +453,10 @@ def run_worker(bootstrap: str, total: int, logdir: Path, timeout: float, profile
             seen = sum(sample["processed"].values()) + sample["rejected"]
             if first is None:
                 if seen == 0:
-                    last_zero = (cpu, wall)
+                    last_zero, gc_at_zero = (cpu, wall), sample["gc"]
                     continue
                 first = last_zero or (cpu, wall)  # the last sample before any input counted
+                gc_at_first = gc_at_zero if last_zero else sample["gc"]
                 say(f"worker: first events after {time.monotonic() - run.began:.1f} s "
                     f"(start-up CPU {first[0]:.1f} s)")
             if time.monotonic() >= next_note:
@@ -474,10 +478,11 @@ def run_worker(bootstrap: str, total: int, logdir: Path, timeout: float, profile
                 last_ends = None
                 continue
             if kpi_ends == last_ends:
-                current = current or (cpu, wall)
+                if current is None:
+                    current, gc_at_current = (cpu, wall), sample["gc"]
                 counters = {key: sample.get(key, 0.0) for key in ("late", "dropped_late", "duplicate")}
                 break
-            last_ends, current = kpi_ends, (cpu, wall)
+            last_ends, current, gc_at_current = kpi_ends, (cpu, wall), sample["gc"]
         hwm = proc_hwm(run.process.pid) or hwm
     finally:
         run.stop()
@@ -496,10 +501,13 @@ def run_worker(bootstrap: str, total: int, logdir: Path, timeout: float, profile
                      ingest_wall_seconds=round(ingested[1] - first[1], 3),
                      ingest_wall_events_per_second=round(total / (ingested[1] - first[1])),
                      late_applied=counters.get("late"), dropped_late=counters.get("dropped_late"),
-                     duplicates=counters.get("duplicate"))
+                     duplicates=counters.get("duplicate"),
+                     gc_seconds=round(gc_at_current - gc_at_first, 3),
+                     gc_share_of_cpu=round((gc_at_current - gc_at_first) / (current[0] - first[0]), 4))
     say(f"worker: {result['events_per_core_second']:,} events per CPU-s, "
         f"{result['wall_events_per_second']:,} events/s wall to current "
-        f"({result['ingest_wall_events_per_second']:,}/s to ingest), peak RSS {(hwm or 0) / 2**20:,.0f} MiB")
+        f"({result['ingest_wall_events_per_second']:,}/s to ingest), peak RSS {(hwm or 0) / 2**20:,.0f} MiB, "
+        f"{result['gc_share_of_cpu']:.1%} of its CPU in garbage collection")
     return result
 
 

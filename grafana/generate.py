@@ -772,17 +772,27 @@ def pipeline_health() -> DashboardSpec:
         panel("Workers up",
               "1 when Prometheus scraped the worker's /metrics successfully (up). CrmKpiWorkerDown pages after 5m at 0.",
               "short", (Query(f"up{{{JOB}}}", "{{instance}}"),), min=0, max=1,
-              thresholds=WORKERS_THRESHOLDS),
+              thresholds=WORKERS_THRESHOLDS, width=8),
         panel("Consumer lag by worker",
               "Lag of the partitions each worker owns (recording rule instance:crm_consumer_lag:sum); "
               "lag that grows on one worker while it processes nothing is the stalled-pipeline alert.",
-              "short", (Query("instance:crm_consumer_lag:sum", "{{instance}}"),)),
+              "short", (Query("instance:crm_consumer_lag:sum", "{{instance}}"),), width=8),
         panel("Event-loop stalls by worker",
               "Share of the time each worker's event loop was held for 0.25 s or more by one piece of work "
               "(crm_event_loop_stall_seconds): input, scrapes and gauges wait meanwhile. The worker's log "
               "names where each stall was spent.",
               "percentunit", (Query(f"sum by (instance) (rate(crm_event_loop_stall_seconds_sum{{{JOB}}}"
                                     "[$__rate_interval]))", "{{instance}}"),), min=0),
+        panel("CPU and garbage collection by worker",
+              "CPU each worker uses (process_cpu_seconds_total; 100 % is one core, about the most one "
+              "Python worker process can use) and the part of the time spent in CPython's garbage collector "
+              "(crm_gc_pause_seconds_total), during which the whole worker waits.",
+              "percentunit", (
+                  Query(f"sum by (instance) (rate(process_cpu_seconds_total{{{JOB}}}[$__rate_interval]))",
+                        "{{instance}} CPU"),
+                  Query(f"sum by (instance) (rate(crm_gc_pause_seconds_total{{{JOB}}}[$__rate_interval]))",
+                        "{{instance}} in gc"),
+              ), min=0),
     ))
     return DashboardSpec(
         uid="crm-pipeline-health",

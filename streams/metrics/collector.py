@@ -188,6 +188,14 @@ class WorkerCollector(Collector):
                                        "(the log names where)")
         stalls.add_metric([], s.loop_stalls.cumulative(), s.loop_stalls.total)
         yield stalls
+        gc_seconds = CounterMetricFamily("crm_gc_pause_seconds", "seconds the worker spent in garbage collection "
+                                         "(the whole process waits meanwhile)", labels=["generation"])
+        gc_collections = CounterMetricFamily("crm_gc_collections", "garbage collections", labels=["generation"])
+        for generation, seconds in sorted(s.gc_seconds.items()):
+            gc_seconds.add_metric([generation], seconds)
+            gc_collections.add_metric([generation], s.gc_collections[generation])
+        yield gc_seconds
+        yield gc_collections
         recoveries = CounterMetricFamily("crm_task_recoveries", "tasks restored from their changelog after a failed batch",
                                          labels=["stage"])
         for stage, value in sorted(s.recoveries.items()):

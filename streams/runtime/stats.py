@@ -68,6 +68,8 @@ class RuntimeStats:
     batch_sizes: dict[str, Histogram] = field(default_factory=dict)
     batch_seconds: dict[str, Histogram] = field(default_factory=dict)
     loop_stalls: Histogram = field(default_factory=lambda: Histogram(STALL_SECONDS_BUCKETS))
+    gc_seconds: Counter = field(default_factory=Counter)  # generation -> seconds in garbage collection
+    gc_collections: Counter = field(default_factory=Counter)  # generation -> collections
 
     def zero(self, input_topics: list[str]) -> RuntimeStats:
         """Export every known counter series from start-up at 0, so that the first
@@ -91,7 +93,16 @@ class RuntimeStats:
 
         for label in LIMITED_LABELS:
             self.label_overflow[label] += 0
+        for generation in ("0", "1", "2"):
+            self.gc_seconds[generation] += 0
+            self.gc_collections[generation] += 0
         return self
+
+    def observe_gc(self, generation: int, seconds: float) -> None:
+        """One garbage collection of ``generation`` that held the worker ``seconds``."""
+        key = str(generation)
+        self.gc_seconds[key] += seconds
+        self.gc_collections[key] += 1
 
     def observe_batch(self, stage: str, size: int) -> None:
         self.batch_sizes.setdefault(stage, Histogram(BATCH_SIZE_BUCKETS)).observe(size)

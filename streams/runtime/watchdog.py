@@ -14,7 +14,8 @@ many others there were. Compiled core functions have no Python frame and do not 
 sampling thread take the interpreter lock: a stall inside them is reported at the next
 Python-level call they make (a msgspec struct's method, say) or else at the line of the
 runtime that called them. Garbage collections are timed through
-``gc.callbacks`` and named when they overlap a stall.
+``gc.callbacks`` and named when they overlap a stall; every collection's time also goes
+to ``observe_gc`` (exported as ``crm_gc_pause_seconds_total{generation}``).
 """
 
 from __future__ import annotations
@@ -73,8 +74,10 @@ class LoopWatchdog:
 
     def __init__(self, observe: Callable[[float], None], threshold_s: float = 0.25,
                  interval_s: float = 0.05, clock: Callable[[], float] = time.monotonic,
-                 package_dir: str = PACKAGE_DIR, log_interval_s: float = 10.0) -> None:
+                 package_dir: str = PACKAGE_DIR, log_interval_s: float = 10.0,
+                 observe_gc: Callable[[int, float], None] | None = None) -> None:
         self.observe = observe
+        self.observe_gc = observe_gc  # every collection: (generation, seconds)
         self.package_dir = package_dir
         self.log_interval_s = log_interval_s
         self.logged_at = -float("inf")  # clock time of the last stall line
@@ -102,9 +105,11 @@ class LoopWatchdog:
         elif self.gc_started is not None:
             spent = self.clock() - self.gc_started
             self.gc_started = None
+            generation = info.get("generation", -1)
+            if self.observe_gc is not None:
+                self.observe_gc(generation, spent)
             if spent >= self.interval_s:  # only pauses that can matter to a stall
                 with self.lock:
-                    generation = info.get("generation", -1)
                     self.gc_seconds[generation] = self.gc_seconds.get(generation, 0.0) + spent
 
     # -- the loop side --------------------------------------------------------------

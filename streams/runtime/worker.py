@@ -9,7 +9,7 @@ import gc
 import logging
 import signal
 
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, ProcessCollector
 
 from streams.core import native
 from streams.metrics.collector import WorkerCollector
@@ -57,11 +57,12 @@ class Worker:
         tasks_total = await ensure_topics(settings)
         registry = CollectorRegistry(auto_describe=False)
         registry.register(WorkerCollector(self.stats, self._latest_records, settings.app_id))
+        ProcessCollector(registry=registry)  # process_cpu_seconds_total, process_resident_memory_bytes, ...
         self.server = MetricsServer.from_settings(registry, settings)
         await self.server.start()  # first: a port in use fails before any Kafka client exists
         self.stage1 = Stage1(settings, self.config, self.stats, tasks_total)
         self.stage2 = Stage2(settings, self.config, self.stats)
-        watchdog = LoopWatchdog(self.stats.loop_stalls.observe)
+        watchdog = LoopWatchdog(self.stats.loop_stalls.observe, observe_gc=self.stats.observe_gc)
         watchdog.start()
         await self.stage1.start()
         await self.stage2.start()

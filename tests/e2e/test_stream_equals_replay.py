@@ -45,7 +45,7 @@ PARTITIONS = 6
 ALLOWED_LABELS = {
     "__name__", "job", "instance", "window", "priority", "channel", "team", "product", "currency", "kind",
     "quantile", "signal", "reason", "metric", "state", "survey", "score", "topic", "partition", "stage", "campaign",
-    "label",
+    "label", "generation",
     "final", "le", "version", "app_id",
 }
 

@@ -58,7 +58,7 @@ SCRAM_USER, PLAIN_USER, METRICS_USER = "crm-kpi-scram", "crm-kpi-plain", "promet
 # and the pipeline's own (docs/metrics.md); anything else would be a leak
 ALLOWED_LABELS = {name for kpi in KPIS for dim_set in kpi.dims for name in dim_set} | {
     "window", "quantile", "reason", "metric", "state", "survey", "score", "topic", "partition", "stage",
-    "final", "le", "version", "app_id", "label", "signal",
+    "final", "le", "version", "app_id", "label", "signal", "generation",
 }
 
 

@@ -106,7 +106,7 @@ def documented_metrics() -> frozenset[str]:
         for head in heads:
             if "<kpi>" in head:
                 names.update(head.replace("<kpi>", kpi) for kpi in kpis)
-            elif re.fullmatch(r"crm_[a-z0-9_]+", head):
+            elif re.fullmatch(r"(?:crm|process)_[a-z0-9_]+", head):  # ours, and the process collector's
                 names.add(head)
         if "| histogram |" in line:
             for head in heads:

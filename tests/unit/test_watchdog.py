@@ -11,7 +11,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from streams.runtime.stats import STALL_SECONDS_BUCKETS, Histogram
+from streams.metrics.collector import WorkerCollector
+from streams.runtime.stats import STALL_SECONDS_BUCKETS, Histogram, RuntimeStats
 from streams.runtime.watchdog import LoopWatchdog, describe_stall, innermost_own_frame
 
 HERE = str(Path(__file__).resolve().parent)
@@ -111,3 +112,38 @@ def test_stalls_are_exported_in_their_buckets():
         histogram.observe(seconds)
     cumulative = dict(histogram.cumulative())
     assert cumulative["0.25"] == 0 and cumulative["0.5"] == 2 and cumulative["2.5"] == 3 and cumulative["+Inf"] == 3
+
+
+def test_every_garbage_collection_is_timed_and_exported_by_generation():
+    stats = RuntimeStats().zero(["interactions"])
+    seen: list[tuple[int, float]] = []
+
+    def observe_gc(generation: int, seconds: float) -> None:
+        seen.append((generation, seconds))
+        stats.observe_gc(generation, seconds)
+
+    async def main() -> None:
+        watchdog = LoopWatchdog(lambda seconds: None, observe_gc=observe_gc)
+        watchdog.start()
+        garbage = [[] for _ in range(1000)]
+        for a, b in zip(garbage, garbage[1:], strict=False):
+            a.append(b)
+            b.append(a)  # cycles: only a collection frees them
+        del garbage, a, b
+        gc.collect(1)
+        gc.collect(2)
+        await watchdog.stop()
+        gc.collect(0)  # after stop: not seen
+
+    asyncio.run(main())
+    assert [generation for generation, _ in seen[-2:]] == [1, 2], seen
+    assert all(0 <= seconds < 5 for _, seconds in seen)
+    assert stats.gc_collections["1"] >= 1 and stats.gc_collections["2"] >= 1
+    assert stats.gc_seconds["2"] == sum(seconds for generation, seconds in seen if generation == 2) > 0
+    families = {family.name: family for family in WorkerCollector(stats, list, "app").collect()}
+    exported = {sample.labels["generation"]: sample.value for sample in families["crm_gc_pause_seconds"].samples
+                if sample.name == "crm_gc_pause_seconds_total"}
+    assert set(exported) == {"0", "1", "2"} and exported["2"] == stats.gc_seconds["2"]
+    collections = {sample.labels["generation"]: sample.value for sample in families["crm_gc_collections"].samples
+                   if sample.name == "crm_gc_collections_total"}
+    assert collections["1"] == stats.gc_collections["1"]
