@@ -782,7 +782,7 @@ def pipeline_health() -> DashboardSpec:
               "(crm_event_loop_stall_seconds): input, scrapes and gauges wait meanwhile. The worker's log "
               "names where each stall was spent.",
               "percentunit", (Query(f"sum by (instance) (rate(crm_event_loop_stall_seconds_sum{{{JOB}}}"
-                                    "[$__rate_interval]))", "{{instance}}"),), min=0),
+                                    "[$__rate_interval]))", "{{instance}}"),), min=0, width=8),
         panel("CPU and garbage collection by worker",
               "CPU each worker uses (process_cpu_seconds_total; 100 % is one core, about the most one "
               "Python worker process can use) and the part of the time spent in CPython's garbage collector "
@@ -792,7 +792,7 @@ def pipeline_health() -> DashboardSpec:
                         "{{instance}} CPU"),
                   Query(f"sum by (instance) (rate(crm_gc_pause_seconds_total{{{JOB}}}[$__rate_interval]))",
                         "{{instance}} in gc"),
-              ), min=0),
+              ), min=0, width=24),
     ))
     return DashboardSpec(
         uid="crm-pipeline-health",

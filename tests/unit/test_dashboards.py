@@ -179,6 +179,18 @@ def test_every_panel_has_a_query_a_unit_and_a_description() -> None:
         assert panel["datasource"]["uid"] == "${datasource}", where
 
 
+def test_panels_fit_the_24_column_grid_without_overlapping() -> None:
+    for name, dash in dashboards().items():
+        cells: dict[tuple[int, int], str] = {}
+        for panel in dash["panels"]:  # rows here are expanded: their panels are top-level
+            pos, title = panel["gridPos"], panel["title"]
+            assert pos["x"] >= 0 and pos["w"] > 0 and pos["x"] + pos["w"] <= 24, f"{name}: {title!r} {pos}"
+            for x in range(pos["x"], pos["x"] + pos["w"]):
+                for y in range(pos["y"], pos["y"] + pos["h"]):
+                    assert (x, y) not in cells, f"{name}: {title!r} overlaps {cells[(x, y)]!r}"
+                    cells[(x, y)] = title
+
+
 def test_kpi_panels_take_description_and_unit_from_the_registry() -> None:
     by_metric = generate.kpi_metric_names()
     seen = 0
