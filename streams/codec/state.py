@@ -13,7 +13,7 @@ from typing import Any
 
 import msgspec
 
-from streams.core.aggregates import decode_partial, encode_partial
+from streams.core.aggregates import Distinct, decode_partial, encode_partial, packed_hashes
 from streams.core.customer_state import CustomerState
 from streams.core.merge import SpecMeta
 from streams.core.partials import PartialKey
@@ -160,6 +160,12 @@ def decode_meta(raw: bytes) -> TaskMeta:
 
 def encode_bucket(agg: object) -> bytes:
     return _enc.encode(encode_partial(agg))
+
+
+def encode_distinct_chunk(ordered: list[int]) -> bytes:
+    """A changelog chunk of a distinct-count bucket from its members sorted ascending:
+    the same bytes as ``encode_bucket(Distinct(set(ordered)))`` without sorting again."""
+    return _enc.encode((Distinct.kind, packed_hashes(ordered)))
 
 
 def decode_bucket(raw: bytes) -> object:

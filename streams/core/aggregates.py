@@ -389,6 +389,15 @@ def member_hash(member: str) -> int:
     return int.from_bytes(hashlib.blake2b(member.encode(), digest_size=8).digest(), "big")
 
 
+def packed_hashes(ordered: list[int]) -> bytes:
+    """A :class:`Distinct` set's wire form from its members already sorted ascending (a
+    changelog chunk is a slice of one sorted list: see streams.core.chunks)."""
+    packed = array.array("Q", ordered)
+    if _LITTLE_ENDIAN:
+        packed.byteswap()
+    return packed.tobytes()
+
+
 class Distinct:
     """Exact distinct count of string ids (customers), kept as 64-bit hashes.
 
@@ -432,10 +441,7 @@ class Distinct:
         Packed, because a window's distinct set holds one hash per active customer and
         every batch ships them: as bytes they cost nothing to encode and decode (a list
         of ints costs a Python object per hash on both sides)."""
-        packed = array.array("Q", sorted(self.members))
-        if _LITTLE_ENDIAN:
-            packed.byteswap()
-        return packed.tobytes()
+        return packed_hashes(sorted(self.members))
 
     @classmethod
     def from_wire(cls, data: Any) -> Distinct:

@@ -26,6 +26,7 @@ from streams.codec.state import (
     decode_spec_meta,
     decode_stage_message,
     encode_bucket,
+    encode_distinct_chunk,
     encode_plain,
     encode_published,
     encode_spec_meta,
@@ -267,7 +268,7 @@ class Stage2Task:
                 # appended in chunks: a day's set of active customers is not rewritten per commit
                 key = (i, base, dims, bucket)
                 for chunk, members in self.chunks.plan(key, agg.members, changes.fresh.get(key)):
-                    value = None if members is None else encode_bucket(Distinct(members))
+                    value = None if members is None else encode_distinct_chunk(members)
                     outgoing.append((changelog, value, _chunk_key(i, base, dims, bucket, chunk), part))
             else:
                 outgoing.append((changelog, encode_bucket(agg), _bucket_key(i, base, dims, bucket), part))

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from streams.codec.state import decode_bucket, encode_bucket, encode_distinct_chunk
 from streams.core.aggregates import Distinct
 from streams.core.chunks import DistinctChunks
 from streams.core.merge import Merger
@@ -34,12 +35,12 @@ def union(log: dict, key) -> set[int] | None:
 
 def test_a_new_bucket_is_written_whole_then_appended_then_rewritten():
     chunks = DistinctChunks(max_chunks=3, max_members=10)
-    assert chunks.plan("b", {1, 2}, None) == [(0, {1, 2})]
-    assert chunks.plan("b", {1, 2, 3}, {3}) == [(1, {3})]
+    assert chunks.plan("b", {1, 2}, None) == [(0, [1, 2])]
+    assert chunks.plan("b", {1, 2, 3}, {3}) == [(1, [3])]
     assert chunks.plan("b", {1, 2, 3}, set()) == []  # nothing new: nothing to write
-    assert chunks.plan("b", {1, 2, 3, 4}, {4}) == [(2, {4})]
+    assert chunks.plan("b", {1, 2, 3, 4}, {4}) == [(2, [4])]
     # three chunks: the next commit rewrites the bucket and deletes chunks 1 and 2
-    assert chunks.plan("b", {1, 2, 3, 4, 5}, {5}) == [(0, {1, 2, 3, 4, 5}), (1, None), (2, None)]
+    assert chunks.plan("b", {1, 2, 3, 4, 5}, {5}) == [(0, [1, 2, 3, 4, 5]), (1, None), (2, None)]
     assert chunks.forget("b") == [0]
 
 
@@ -56,8 +57,8 @@ def test_a_set_beyond_max_members_is_split_and_the_split_is_undone_when_it_shrin
 
 def test_an_unknown_bucket_or_an_empty_one_still_gets_chunk_zero():
     chunks = DistinctChunks()
-    assert chunks.plan("b", {9}, {9}) == [(0, {9})]  # never written: fresh is not enough
-    assert chunks.plan("e", set(), None) == [(0, set())]
+    assert chunks.plan("b", {9}, {9}) == [(0, [9])]  # never written: fresh is not enough
+    assert chunks.plan("e", set(), None) == [(0, [])]
     assert chunks.forget("never seen") == [0]
     with pytest.raises(ValueError):
         DistinctChunks(max_chunks=0)
@@ -67,30 +68,30 @@ def test_due_rewrites_share_the_commits_budget_and_wait_for_a_later_commit():
     chunks = DistinctChunks(max_chunks=2, rewrite_budget=15)
     a, b = set(range(10)), set(range(100, 110))
     for key, members in (("a", a), ("b", b)):
-        assert chunks.plan(key, members, None) == [(0, members)]
+        assert chunks.plan(key, members, None) == [(0, sorted(members))]
     chunks.begin_commit()
-    assert chunks.plan("a", a | {10}, {10}) == [(1, {10})]
-    assert chunks.plan("b", b | {110}, {110}) == [(1, {110})]
+    assert chunks.plan("a", a | {10}, {10}) == [(1, [10])]
+    assert chunks.plan("b", b | {110}, {110}) == [(1, [110])]
     a, b = a | {10, 11}, b | {110, 111}
     chunks.begin_commit()  # both are due: "a" takes 12 of the 15, "b" (12) must wait
-    assert chunks.plan("a", a, {11}) == [(0, a), (1, None)]
-    assert chunks.plan("b", b, {111}) == [(2, {111})]
+    assert chunks.plan("a", a, {11}) == [(0, sorted(a)), (1, None)]
+    assert chunks.plan("b", b, {111}) == [(2, [111])]
     chunks.begin_commit()
     b = b | {112}
-    assert chunks.plan("b", b, {112}) == [(0, b), (1, None), (2, None)]
+    assert chunks.plan("b", b, {112}) == [(0, sorted(b)), (1, None), (2, None)]
 
 
 def test_a_postponed_rewrite_is_forced_at_twice_max_chunks():
     chunks = DistinctChunks(max_chunks=2, rewrite_budget=0)
     members = {1}
-    assert chunks.plan("b", members, None) == [(0, {1})]
+    assert chunks.plan("b", members, None) == [(0, [1])]
     for new in (2, 3, 4):
         chunks.begin_commit()
         members = members | {new}
-        assert chunks.plan("b", members, {new}) == [(new - 1, {new})]
+        assert chunks.plan("b", members, {new}) == [(new - 1, [new])]
     chunks.begin_commit()
     members = members | {5}
-    assert chunks.plan("b", members, {5}) == [(0, members), (1, None), (2, None), (3, None)]
+    assert chunks.plan("b", members, {5}) == [(0, sorted(members)), (1, None), (2, None), (3, None)]
     with pytest.raises(ValueError):
         DistinctChunks(rewrite_budget=-1)
 
@@ -106,12 +107,25 @@ def test_the_live_chunks_always_union_to_the_set(batches, max_chunks, max_member
         new = batch - members
         members |= new
         chunks.begin_commit()
-        apply(log, "b", chunks.plan("b", members, None if i == 0 else new))
+        writes = chunks.plan("b", members, None if i == 0 else new)
+        for _, written in writes:  # sorted, as the wire form wants them, and within a chunk's size
+            assert written is None or (written == sorted(set(written)) and len(written) <= max_members)
+        apply(log, "b", writes)
         assert union(log, "b") == members
         assert len([k for k in log if k[0] == "b"]) <= max(2 * max_chunks, -(-len(members) // max_members))
     for chunk in chunks.forget("b"):
         log.pop(("b", chunk), None)
     assert union(log, "b") is None
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.sets(st.integers(0, 2**64 - 1), max_size=50))
+def test_a_chunk_encodes_as_the_bucket_of_its_members(members):
+    ordered = sorted(members)
+    raw = encode_distinct_chunk(ordered)
+    assert raw == encode_bucket(Distinct(set(members)))
+    restored = decode_bucket(raw)
+    assert isinstance(restored, Distinct) and restored.members == members
 
 
 def test_merger_fresh_members_rebuild_every_distinct_bucket_through_expiry():
