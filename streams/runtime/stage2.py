@@ -118,6 +118,8 @@ class Stage2Task:
         self.tasks_total = 0
         self.position = 0
         self.next_provisional = 0.0  # monotonic time of the next provisional publication
+        self.last_provisional = 0.0  # monotonic time of the last one
+        self.unpublished = False  # partials merged since the last provisional publication
         self.last_commit = time.monotonic()
         self.pending: list[KpiRecord] = []  # records merged but not committed yet
         self.uncommitted = 0  # partials messages consumed since the last commit
@@ -187,7 +189,7 @@ class Stage2Task:
         every batch touches is written to the changelog once per interval, not once per
         batch."""
         stats = self.stage.stats
-        consumed = 0
+        consumed = merged = 0
         for message in messages:
             if message.offset < self.position:
                 continue
@@ -207,6 +209,7 @@ class Stage2Task:
                     self.catching_up.discard(decoded.task)
             else:
                 self.merger.add(decoded[1])
+                merged += 1
         if consumed:
             stats.observe_batch("stage2", consumed)
         self.uncommitted += consumed
@@ -221,13 +224,21 @@ class Stage2Task:
             await asyncio.sleep(0)
         # live figures of open windows only when the input is live: while stage 1 catches
         # up on a backlog, windows close within seconds and their finals follow
-        if caught_up and not self.catching_up and now >= self.next_provisional:
+        interval_s = self.settings.provisional_interval_ms / 1000
+        # once the partials pause (markers may still come), the live figures catch up with
+        # what was merged, at the next interval whatever the throttle below says: they must
+        # not stay behind the data while nothing moves
+        self.unpublished = self.unpublished or merged > 0
+        settled = not merged and self.unpublished and now >= self.last_provisional + interval_s
+        if caught_up and not self.catching_up and (now >= self.next_provisional or settled):
             began = time.perf_counter()
             self.pending.extend(self.merger.provisional())
             # live figures are a convenience: at most ~5 % of the task's time goes to them
             # (publishing every open window of every size is costly when event time moves fast)
             spent = time.perf_counter() - began
-            self.next_provisional = now + max(self.settings.provisional_interval_ms / 1000, 20 * spent)
+            self.next_provisional = now + max(interval_s, 20 * spent)
+            self.last_provisional = now
+            self.unpublished = False
         interval_ms = self.settings.live_commit_interval_ms if caught_up else self.settings.commit_interval_ms
         if (now - self.last_commit) * 1000 < interval_ms:
             return
