@@ -22,9 +22,16 @@ from prometheus_client.parser import text_string_to_metric_families
 from streams.codec import default_partition, encode_event
 from streams.codec.records import encode_kpi
 from streams.core.events import Event, make_event, topic_for
+from streams.core.registry import KPIS
 from streams.localkafka import committed_offsets, end_offsets  # noqa: F401 - part of this harness's API
 
 REPO = Path(__file__).resolve().parents[2]
+# every label a worker may put on /metrics: the KPI dimensions (bounded, see
+# CRM_KPI_MAX_LABEL_VALUES) and the pipeline's own (docs/metrics.md); anything else would be a leak
+METRIC_LABELS = frozenset({name for kpi in KPIS for dim_set in kpi.dims for name in dim_set} | {
+    "window", "quantile", "reason", "metric", "state", "survey", "score", "topic", "partition", "stage",
+    "final", "le", "version", "app_id", "label", "signal", "generation",
+})
 
 
 def topic_env(prefix: str) -> dict[str, str]:

@@ -35,10 +35,10 @@ from streams import localkafka
 from streams.codec import encode_event
 from streams.codec.records import encode_signal, encode_sla
 from streams.core.pipeline import CoreConfig
-from streams.core.registry import KPIS
 from streams.replay import run_replay
 from streams.simulate import SimConfig, generate
 from tests.e2e.harness import (
+    METRIC_LABELS,
     WorkerProcess,
     diff_kpis,
     heartbeat_events,
@@ -54,12 +54,7 @@ pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
 PARTITIONS = 3
 SCRAM_USER, PLAIN_USER, METRICS_USER = "crm-kpi-scram", "crm-kpi-plain", "prometheus"
-# every label a worker may export: the KPI dimensions (bounded, see CRM_KPI_MAX_LABEL_VALUES)
-# and the pipeline's own (docs/metrics.md); anything else would be a leak
-ALLOWED_LABELS = {name for kpi in KPIS for dim_set in kpi.dims for name in dim_set} | {
-    "window", "quantile", "reason", "metric", "state", "survey", "score", "topic", "partition", "stage",
-    "final", "le", "version", "app_id", "label", "signal", "generation",
-}
+ALLOWED_LABELS = METRIC_LABELS  # the KPI dimensions and the pipeline's own: anything else would be a leak
 
 
 # --------------------------------------------------------------------------- PKI and broker
