@@ -435,8 +435,8 @@ def run_worker(bootstrap: str, total: int, logdir: Path, timeout: float, profile
     deadline = time.monotonic() + timeout
     next_note = time.monotonic() + 15
     first = ingested = current = None
-    last_zero: tuple[float, float] | None = None
-    gc_at_zero = gc_at_first = gc_at_current = 0.0  # the worker's seconds in garbage collection
+    # (CPU s, wall time, seconds in garbage collection) of the worker at a scrape
+    last_zero: tuple[float, float, float] | None = None
     last_ends = hwm = None
     counters: dict[str, float] = {}
     try:
@@ -453,10 +453,9 @@ def run_worker(bootstrap: str, total: int, logdir: Path, timeout: float, profile
             seen = sum(sample["processed"].values()) + sample["rejected"]
             if first is None:
                 if seen == 0:
-                    last_zero, gc_at_zero = (cpu, wall), sample["gc"]
+                    last_zero = (cpu, wall, sample["gc"])
                     continue
-                first = last_zero or (cpu, wall)  # the last sample before any input counted
-                gc_at_first = gc_at_zero if last_zero else sample["gc"]
+                first = last_zero or (cpu, wall, sample["gc"])  # the last sample before any input counted
                 say(f"worker: first events after {time.monotonic() - run.began:.1f} s "
                     f"(start-up CPU {first[0]:.1f} s)")
             if time.monotonic() >= next_note:
@@ -478,11 +477,10 @@ def run_worker(bootstrap: str, total: int, logdir: Path, timeout: float, profile
                 last_ends = None
                 continue
             if kpi_ends == last_ends:
-                if current is None:
-                    current, gc_at_current = (cpu, wall), sample["gc"]
+                current = current or (cpu, wall, sample["gc"])
                 counters = {key: sample.get(key, 0.0) for key in ("late", "dropped_late", "duplicate")}
                 break
-            last_ends, current, gc_at_current = kpi_ends, (cpu, wall), sample["gc"]
+            last_ends, current = kpi_ends, (cpu, wall, sample["gc"])
         hwm = proc_hwm(run.process.pid) or hwm
     finally:
         run.stop()
@@ -502,8 +500,8 @@ def run_worker(bootstrap: str, total: int, logdir: Path, timeout: float, profile
                      ingest_wall_events_per_second=round(total / (ingested[1] - first[1])),
                      late_applied=counters.get("late"), dropped_late=counters.get("dropped_late"),
                      duplicates=counters.get("duplicate"),
-                     gc_seconds=round(gc_at_current - gc_at_first, 3),
-                     gc_share_of_cpu=round((gc_at_current - gc_at_first) / (current[0] - first[0]), 4))
+                     gc_seconds=round(current[2] - first[2], 3),
+                     gc_share_of_cpu=round((current[2] - first[2]) / (current[0] - first[0]), 4))
     say(f"worker: {result['events_per_core_second']:,} events per CPU-s, "
         f"{result['wall_events_per_second']:,} events/s wall to current "
         f"({result['ingest_wall_events_per_second']:,}/s to ingest), peak RSS {(hwm or 0) / 2**20:,.0f} MiB, "
