@@ -94,7 +94,9 @@ class Processor:
         self.lagging: frozenset[int] = frozenset()
         self._watermark: int | None = None  # cached; None after anything it depends on moved
         self.applied_until_ms = MIN_TIME  # every accepted event at or before this was applied
-        self.buffer: list[tuple[int, str, int, Event, Source | None]] = []
+        # (event time, event id, arrival seq, event, source, dedupe key): the seq is unique,
+        # so comparisons never reach the event
+        self.buffer: list[tuple[int, str, int, Event, Source | None, str]] = []
         self.pending: set[str] = set()  # dedupe keys of buffered events
         self.pending_offsets: dict[int, list[int]] = {}  # slot -> heap of buffered offsets
         self.released_offsets: dict[int, set[int]] = {}
@@ -161,9 +163,12 @@ class Processor:
             return "late"
         self._seq += 1
         self.pending.add(pending_key)
-        heapq.heappush(self.buffer, (ts, event.event_id, self._seq, event, source))
+        heapq.heappush(self.buffer, (ts, event.event_id, self._seq, event, source, pending_key))
         if source is not None:
-            heapq.heappush(self.pending_offsets.setdefault(source[0], []), source[1])
+            offsets = self.pending_offsets.get(source[0])
+            if offsets is None:
+                offsets = self.pending_offsets[source[0]] = []
+            heapq.heappush(offsets, source[1])
         return "accepted"
 
     def resume_offsets(self) -> dict[int, int]:
@@ -201,10 +206,13 @@ class Processor:
             if next_timer is not None and (next_event is None or next_timer <= next_event):
                 self._fire(heapq.heappop(timers))
             else:
-                _, _, _, event, source = heapq.heappop(buffer)
-                self.pending.discard(f"{event.customer_id}\x00{event.event_id}")
+                _, _, _, event, source, pending_key = heapq.heappop(buffer)
+                self.pending.discard(pending_key)
                 if source is not None:
-                    self.released_offsets.setdefault(source[0], set()).add(source[1])
+                    released = self.released_offsets.get(source[0])
+                    if released is None:
+                        released = self.released_offsets[source[0]] = set()
+                    released.add(source[1])
                 self._apply(event)
         if until > self.applied_until_ms:
             self.applied_until_ms = until

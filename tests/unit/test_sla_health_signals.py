@@ -4,10 +4,13 @@
 from __future__ import annotations
 
 import math
+import struct
 
 import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
 
-from streams.core.customers import HealthConfig
+from streams.core.customers import HealthConfig, round6
 from streams.core.pipeline import CoreConfig, Processor
 from streams.core.windows import Lateness, parse_window_specs
 from tests.corekit import DAY0, HOUR, Events, at, run
@@ -107,6 +110,35 @@ def test_health_contributions_add_up_to_the_score_in_every_change():
     refund = next(c for c in changes if c.occurred_at_ms == at("11:00"))
     commercial = {c.component: c.score for c in refund.contributions}["commercial"]
     assert commercial == 60.0 + 20.0 - 30.0  # subscribed, expanded, refunded
+
+
+def bits(x: float) -> bytes:
+    return struct.pack("<d", x)
+
+
+@given(st.one_of(st.floats(0.0, 200.0), st.floats(allow_nan=True, allow_infinity=True),
+                 st.floats(4000.0, 5000.0)))
+@example(0.0)
+@example(-0.0)
+@example(-1e-9)
+@example(4294.967296)
+@example(0.0000005)
+@example(2.5e-6)
+@example(12.3456785)
+def test_round6_is_round_to_6_digits_bit_for_bit(x):
+    expected = round(x, 6)
+    got = round6(x)
+    assert bits(got) == bits(expected) or (math.isnan(got) and math.isnan(expected))
+
+
+@given(st.integers(0, 4_294_967_295), st.integers(-64, 64))
+def test_round6_agrees_with_round_next_to_ties(k, steps):
+    """Doubles within a few ulps of (k + 1/2) * 1e-6, where rounding is decided by the
+    exact decimal expansion: the fast path must hand these to round()."""
+    x = (k + 0.5) / 1e6
+    for _ in range(abs(steps)):
+        x = math.nextafter(x, math.inf if steps > 0 else -math.inf)
+    assert bits(round6(x)) == bits(round(x, 6))
 
 
 # --- churn signals -------------------------------------------------------------------------------
