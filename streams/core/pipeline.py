@@ -109,6 +109,11 @@ class Processor:
         self.counters = Counters()
         self.out = Partials(self.config.pane_ms)
         self._seq = 0
+        # a sweep in progress (see sweep): its horizon, what it looks at, how far it got
+        self._sweep_horizon: int | None = None
+        self._sweep_tickets: list[tuple[str, str]] = []
+        self._sweep_customers: list[str] = []
+        self._sweep_at = 0
 
     # -- input ----------------------------------------------------------------------------------
     @property
@@ -271,29 +276,60 @@ class Processor:
             ticket = None
         if ticket is None:
             ticket = self.tickets[key] = TicketState(ticket_id, customer_id)
+            # forgotten by a sweep since the last commit and back now: the changelog must
+            # get the new state, not a tombstone written after it
+            self.forgotten_tickets.discard(key)
         ticket.last_event_ms = ts
         self.dirty_tickets.add(key)
         return ticket
 
-    def sweep(self) -> int:
+    def sweep(self, limit: int = 0) -> bool:
         """Free memory: forget finished tickets idle for longer than the retention and
         event ids too old to matter (a duplicate that old is dropped as too late).
-        Results never depend on when this runs."""
-        horizon = self.applied_until_ms
+        Results never depend on when this runs.
+
+        A sweep looks at the tickets and customers there are when it starts. With
+        ``limit`` > 0 it looks at that many at most per call and returns True while it is
+        unfinished (call again to go on: the runtime does once per batch, so a million
+        customers are not a second-long pause); without, it finishes now and returns
+        False. Events applied between two calls change nothing: the horizon is fixed when
+        the sweep starts and event time only grows, so each entry, looked at in its
+        current state, is judged as conservatively as by a sweep at the start."""
+        if self._sweep_horizon is None:
+            self._sweep_horizon = self.applied_until_ms
+            self._sweep_tickets = list(self.tickets)
+            self._sweep_customers = list(self.customers)
+            self._sweep_at = 0
+        horizon = self._sweep_horizon
         retention = self.config.ticket_retention_ms
-        stale = [key for key, t in self.tickets.items() if t.expired(horizon, retention)]
-        for key in stale:
-            del self.tickets[key]
-            self.dirty_tickets.discard(key)
-            self.forgotten_tickets.add(key)
         cutoff = horizon - self.lateness.grace_ms - self.lateness.allowed_lateness_ms
-        for customer in self.customers.values():
-            old = [event_id for event_id, ts in customer.seen.items() if ts < cutoff]
-            if old:
-                for event_id in old:
-                    del customer.seen[event_id]
-                self.dirty_customers.add(customer.customer_id)
-        return len(stale)
+        tickets, customers = self._sweep_tickets, self._sweep_customers
+        n_tickets = len(tickets)
+        total = n_tickets + len(customers)
+        end = total if limit <= 0 else min(total, self._sweep_at + limit)
+        for i in range(self._sweep_at, end):
+            if i < n_tickets:
+                key = tickets[i]
+                ticket = self.tickets.get(key)
+                if ticket is not None and ticket.expired(horizon, retention):
+                    del self.tickets[key]
+                    self.dirty_tickets.discard(key)
+                    self.forgotten_tickets.add(key)
+            else:
+                customer = self.customers.get(customers[i - n_tickets])
+                if customer is None:
+                    continue
+                old = [event_id for event_id, ts in customer.seen.items() if ts < cutoff]
+                if old:
+                    for event_id in old:
+                        del customer.seen[event_id]
+                    self.dirty_customers.add(customer.customer_id)
+        self._sweep_at = end
+        if end < total:
+            return True
+        self._sweep_horizon = None
+        self._sweep_tickets, self._sweep_customers = [], []
+        return False
 
     def take_dirty(self) -> tuple[list[CustomerState], list[TicketState], list[tuple[str, str]]]:
         """States changed since the last call (for the changelog), and forgotten tickets."""
@@ -309,6 +345,8 @@ class Processor:
         derived from the states; buffered input is read again from Kafka."""
         self.customers = {c.customer_id: c for c in customers}
         self.tickets = {(t.customer_id, t.ticket_id): t for t in tickets}
+        self._sweep_horizon = None  # a sweep in progress looked at the state replaced here
+        self._sweep_tickets, self._sweep_customers = [], []
         self.applied_until_ms = applied_until_ms
         self.max_event_ms = max_event_ms
         self._watermark = None

@@ -49,6 +49,11 @@ class SlaSlot(msgspec.Struct):
         return self.state in ("breached", "met", "cancelled")
 
 
+def _quiet(slot: SlaSlot | None) -> bool:
+    """No timer of this slot can fire any more (none, settled, or paused)."""
+    return slot is None or slot.settled or slot.clock.paused
+
+
 class TicketState(msgspec.Struct):
     """Everything the KPIs need to remember about one ticket."""
 
@@ -83,8 +88,13 @@ class TicketState(msgspec.Struct):
         return ticket_dims(self.priority, self.channel, self.team)
 
     def expired(self, now_ms: int, retention_ms: int) -> bool:
-        """Finished (not open, SLA settled) and idle for longer than the retention."""
-        return not self.counted_open and self.status != "new" and now_ms - self.last_event_ms > retention_ms
+        """Finished (not open, no SLA timer to come) and idle for longer than the retention.
+
+        A ticket closed without being solved keeps its running SLA clocks (they breach
+        in due time): it is kept until they settle, or whether a sweep had run before its
+        timer fired would decide whether the breach is counted."""
+        return (not self.counted_open and self.status != "new" and now_ms - self.last_event_ms > retention_ms
+                and _quiet(self.first_reply_sla) and _quiet(self.resolution_sla))
 
     def slot(self, metric: str) -> SlaSlot | None:
         return self.first_reply_sla if metric == FIRST_REPLY else self.resolution_sla
