@@ -350,6 +350,7 @@ _SAMPLE = re.compile(rb'^(crm_events_processed_total|crm_events_rejected_total|c
                      rb'crm_owned_partitions|crm_events_late_total|crm_events_dropped_late_total|'
                      rb'crm_events_duplicate_total|crm_gc_pause_seconds_total)(\{[^}]*\})? ([0-9.eE+-]+|NaN)$', re.M)
 _TOPIC = re.compile(rb'topic="([^"]*)"')
+_PARTITION = re.compile(rb'partition="([^"]*)"')
 _STAGE = re.compile(rb'stage="([^"]*)"')
 
 
@@ -363,9 +364,10 @@ def scrape(port: int) -> dict | None:
     out: dict[str, Any] = {"processed": {}, "rejected": 0.0, "lag": 0.0, "owned": {}, "gc": 0.0}
     for name, labels, value in _SAMPLE.findall(text):
         number = float(value)
-        if name == b"crm_events_processed_total":
-            topic = _TOPIC.search(labels or b"")
-            out["processed"][topic.group(1).decode() if topic else ""] = number
+        if name == b"crm_events_processed_total":  # per (topic, partition)
+            topic, partition = _TOPIC.search(labels or b""), _PARTITION.search(labels or b"")
+            key = (topic.group(1).decode() if topic else "", int(partition.group(1)) if partition else -1)
+            out["processed"][key] = number
         elif name == b"crm_events_rejected_total":
             out["rejected"] += number
         elif name == b"crm_consumer_lag":
@@ -521,7 +523,7 @@ def iso_ms(ms: int) -> bytes:
 
 class Scraper(threading.Thread):
     """/metrics every ``interval`` s: (monotonic-ish wall ms when the answer arrived,
-    processed count per topic)."""
+    processed count per topic partition)."""
 
     def __init__(self, port: int, interval: float) -> None:
         super().__init__(name="scraper", daemon=True)
@@ -539,10 +541,14 @@ class Scraper(threading.Thread):
 
 
 async def paced_produce(bootstrap: str, messages, prefix: str, rate: float, seconds: float,
-                        sent: dict[str, list[float]]) -> int:
+                        sent: dict[tuple[str, int], list[float]]) -> int:
     """Send at ``rate`` per second for ``seconds``, each with ``occurred_at`` = the wall
-    clock when it is handed to the producer; records that time per topic, in order."""
+    clock when it is handed to the producer; records that time per topic partition, in
+    order (the partition Kafka's default partitioner gives the key; checked against what
+    the broker acknowledged for every 1,000th record)."""
     from aiokafka import AIOKafkaProducer
+
+    from streams.codec.partitioning import default_partition
 
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, acks=1)
     await producer.start()
@@ -551,6 +557,17 @@ async def paced_produce(bootstrap: str, messages, prefix: str, rate: float, seco
     try:
         began = time.monotonic()
         pending = []
+        checks: list[tuple[Any, int]] = []
+
+        async def settle() -> None:
+            await asyncio.gather(*pending)
+            pending.clear()
+            for future, partition in checks:
+                if future.result().partition != partition:
+                    raise RuntimeError(f"the bench put a record in partition {partition}, "
+                                       f"the producer in {future.result().partition}")
+            checks.clear()
+
         while count < wanted:
             due = min(wanted, int((time.monotonic() - began) * rate) + 1)
             while count < due:
@@ -558,14 +575,17 @@ async def paced_produce(bootstrap: str, messages, prefix: str, rate: float, seco
                 now_ms = int(time.time() * 1000)
                 value = _OCCURRED.sub(b'"occurred_at":"' + iso_ms(now_ms) + b'"', value, count=1)
                 value = value.replace(b'"event_id":"', b'"event_id":"lat%d-' % count, 1)
-                pending.append(await producer.send(prefix + topic, value, key=key))
-                sent.setdefault(prefix + topic, []).append(now_ms)
+                partition = default_partition(key, PARTITIONS)
+                future = await producer.send(prefix + topic, value, key=key)
+                pending.append(future)
+                if count % 1_000 == 0:
+                    checks.append((future, partition))
+                sent.setdefault((prefix + topic, partition), []).append(now_ms)
                 count += 1
             if len(pending) > 5_000:
-                await asyncio.gather(*pending)
-                pending.clear()
+                await settle()
             await asyncio.sleep(0.005)
-        await asyncio.gather(*pending)
+        await settle()
     finally:
         await producer.stop()
     return count
@@ -598,7 +618,7 @@ def run_latency(bootstrap: str, messages, rate: float, seconds: float, logdir: P
         profiler = attach_profiler(run.process.pid, logdir, "worker-latency") if profile else None
         scraper = Scraper(port, 0.05)
         scraper.start()
-        sent: dict[str, list[float]] = {}
+        sent: dict[tuple[str, int], list[float]] = {}
         say(f"latency: producing {rate:,.0f} events/s for {seconds:.0f} s (occurred_at = now), "
             f"scraping /metrics every 50 ms")
         cpu0 = run.cpu() or 0.0
@@ -607,7 +627,7 @@ def run_latency(bootstrap: str, messages, rate: float, seconds: float, logdir: P
         wait_until = time.monotonic() + timeout
         while time.monotonic() < wait_until:
             last = scraper.samples[-1][1] if scraper.samples else {}
-            if all(last.get(topic, 0) >= len(times) for topic, times in sent.items()):
+            if all(last.get(key, 0) >= len(times) for key, times in sent.items()):
                 break
             time.sleep(0.2)
         scraper.stopping.set()
@@ -620,8 +640,11 @@ def run_latency(bootstrap: str, messages, rate: float, seconds: float, logdir: P
     latencies: list[float] = []
     worst_by_second: dict[int, float] = {}  # second of the run (by occurred_at) -> worst latency
     missing = 0
-    for topic, times in sent.items():
-        samples = [(at, counts.get(topic, 0.0)) for at, counts in scraper.samples]
+    # per topic partition: a partition's events are taken in offset order, so the moment
+    # its count reaches an event's index is when that event was taken (a count per topic
+    # would let other partitions' events stand in for a partition that lags behind)
+    for key, times in sent.items():
+        samples = [(at, counts.get(key, 0.0)) for at, counts in scraper.samples]
         counts = [count for _, count in samples]
         for index, occurred in enumerate(times, start=1):
             at = bisect.bisect_left(counts, index)  # counts only grow

@@ -142,9 +142,10 @@ class WorkerCollector(Collector):
     def _pipeline(self) -> Iterator:
         s = self.stats
         now = time.time()
-        processed = CounterMetricFamily("crm_events_processed", "valid events taken from an input topic", labels=["topic"])
-        for topic, value in sorted(s.processed.items()):
-            processed.add_metric([topic], value)
+        processed = CounterMetricFamily("crm_events_processed", "valid events taken from an input topic",
+                                        labels=["topic", "partition"])
+        for (topic, partition), value in sorted(s.processed.items()):
+            processed.add_metric([topic, str(partition)], value)
         yield processed
         rejected = CounterMetricFamily("crm_events_rejected", "messages sent to the dead-letter topic", labels=["reason"])
         for reason, value in sorted(s.rejected.items()):

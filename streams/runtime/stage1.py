@@ -191,6 +191,7 @@ class Stage1Task:
         consumed = 0
         for slot, messages in batches:
             topic = self.stage.inputs[slot]
+            series = (topic, self.index)  # crm_events_processed_total{topic,partition}
             position = self.positions.get(slot, 0)
             for message in messages:
                 if message.offset < position:
@@ -218,7 +219,7 @@ class Stage1Task:
                     dead_letters.append((message.key, encode_dlq(record)))
                     continue
                 outcome = processor.offer(decoded, (slot, message.offset))
-                stats.processed[topic] += 1
+                stats.processed[series] += 1
                 if outcome == "duplicate":
                     stats.duplicates += 1
                 elif outcome == "late":
@@ -378,6 +379,7 @@ class Stage1(TaskGroup):
             await task.close()
             raise
         self.tasks[index] = task
+        self.stats.task_taken(self.inputs, index)
         for slot, topic in enumerate(self.inputs):
             tp = TopicPartition(topic, index)
             if slot in resume:

@@ -49,7 +49,7 @@ class Histogram:
 
 @dataclass
 class RuntimeStats:
-    processed: Counter = field(default_factory=Counter)  # topic -> events
+    processed: Counter = field(default_factory=Counter)  # (topic, partition) -> events
     rejected: Counter = field(default_factory=Counter)  # reason -> messages
     duplicates: int = 0
     late: int = 0
@@ -71,14 +71,19 @@ class RuntimeStats:
     gc_seconds: Counter = field(default_factory=Counter)  # generation -> seconds in garbage collection
     gc_collections: Counter = field(default_factory=Counter)  # generation -> collections
 
-    def zero(self, input_topics: list[str]) -> RuntimeStats:
+    def task_taken(self, input_topics: list[str], partition: int) -> None:
+        """A stage-1 task of ``partition`` is this worker's now: its input series from 0."""
+        for topic in input_topics:
+            self.processed[(topic, partition)] += 0
+
+    def zero(self) -> RuntimeStats:
         """Export every known counter series from start-up at 0, so that the first
-        increase after a restart is visible to ``rate()`` (alerts depend on it)."""
+        increase after a restart is visible to ``rate()`` (alerts depend on it). The
+        processed-events series are per partition: they start at 0 when this worker
+        takes a stage-1 task (:meth:`task_taken`)."""
         from streams.codec import Reason
         from streams.core.events import PRIORITIES
 
-        for topic in input_topics:
-            self.processed[topic] += 0
         for reason in Reason:
             self.rejected[reason.value] += 0
         for metric in ("first_reply", "resolution"):

@@ -45,7 +45,7 @@ class Worker:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.config = core_config(settings)
-        self.stats = RuntimeStats().zero(settings.topics.inputs())
+        self.stats = RuntimeStats().zero()
         self.stopping = asyncio.Event()
         self.stage1: Stage1 | None = None
         self.stage2: Stage2 | None = None

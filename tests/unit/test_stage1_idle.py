@@ -199,3 +199,19 @@ def test_a_partition_whose_highwater_predates_the_records_just_consumed_is_laggi
 )
 def test_confirmed_caught_up(position, high, polled, delivered, now, expected):
     assert stage1.confirmed_caught_up(position, high, polled, delivered, now) is expected
+
+
+def test_events_are_counted_per_topic_and_partition_and_exported_from_zero(harness):
+    """crm_events_processed_total has a partition label: an event is counted in the
+    partition it came from (the bench times each event against its own partition's
+    count), and a task's series exist at 0 from when the worker takes it."""
+    from streams.metrics.collector import WorkerCollector
+
+    h = harness
+    h.group.stats.task_taken(INPUTS, 0)
+    assert h.group.stats.processed[(INPUTS[INTERACTIONS], 0)] == 0
+    consume_offsets_0_and_1(h, after_s=0.05)
+    families = {f.name: f for f in WorkerCollector(h.group.stats, list, "app").collect()}
+    exported = {(s.labels["topic"], s.labels["partition"]): s.value
+                for s in families["crm_events_processed"].samples if s.name == "crm_events_processed_total"}
+    assert exported == {(topic, "0"): (2 if topic == INPUTS[INTERACTIONS] else 0) for topic in INPUTS}

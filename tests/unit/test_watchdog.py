@@ -115,7 +115,7 @@ def test_stalls_are_exported_in_their_buckets():
 
 
 def test_every_garbage_collection_is_timed_and_exported_by_generation():
-    stats = RuntimeStats().zero(["interactions"])
+    stats = RuntimeStats().zero()
     seen: list[tuple[int, float]] = []
 
     def observe_gc(generation: int, seconds: float) -> None:
