@@ -96,7 +96,6 @@ def encode_customer(state: CustomerState) -> bytes:
 def decode_customer(raw: bytes) -> CustomerState:
     state = _customer_dec.decode(raw)
     # msgpack has no tuples: restore the tuple-typed fields
-    state.subscriptions = {k: tuple(v) for k, v in state.subscriptions.items()}
     if state.orders is not None:
         state.orders = {k: tuple(v) for k, v in state.orders.items()}
     return state

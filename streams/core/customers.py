@@ -12,7 +12,13 @@ import math
 from dataclasses import dataclass
 from typing import Final
 
-from streams.core.customer_state import OVERALL, CustomerState, InactivityTimer, LeadState
+from streams.core.customer_state import (
+    OVERALL,
+    CustomerState,
+    InactivityTimer,
+    LeadState,
+    Subscription,
+)
 from streams.core.events import (
     Event,
     InteractionLogged,
@@ -202,14 +208,14 @@ class CustomerEngine:
             out.level("active_subscribers", OVERALL, ts, +1)
             out.count("subscribers_gained", OVERALL, ts)
         currency = self.limit("currency", data.currency)
-        c.subscriptions[data.subscription_id] = (data.mrr_minor, currency)
+        c.subscriptions[data.subscription_id] = Subscription(data.mrr_minor, currency)
         out.level("mrr_minor", ((("currency", currency),),), ts, data.mrr_minor)
 
     def _cancel(self, c: CustomerState, event: Event, data: SubscriptionCancelled, out: Partials) -> Signal:
         ts = occurred_at(event)  # (the event's own int object: see occurred_at)
         sub = c.subscriptions.pop(data.subscription_id, None)
         if sub is not None:
-            mrr, currency = sub
+            mrr, currency = sub.mrr_minor, sub.currency
             out.level("mrr_minor", ((("currency", currency),),), ts, -mrr)
             if not c.subscriptions:
                 out.level("active_subscribers", OVERALL, ts, -1)

@@ -100,7 +100,7 @@ class TicketState(msgspec.Struct):
         return self.first_reply_sla if metric == FIRST_REPLY else self.resolution_sla
 
 
-class TimerRequest(msgspec.Struct, frozen=True):
+class TimerRequest(msgspec.Struct, frozen=True, gc=False):
     """Ask the processor to call :func:`on_sla_timer` at ``due_ms`` (event time)."""
 
     due_ms: int
