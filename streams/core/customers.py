@@ -93,16 +93,15 @@ LEAD_EVENTS: Final = (LeadCreated, LeadContacted, LeadConverted, LeadLost)
 LeadEvent = LeadCreated | LeadContacted | LeadConverted | LeadLost
 
 
-def _recent(items: tuple, now_ms: int, lookback_ms: int, key=lambda item: item) -> tuple:
-    """Drop entries older than the lookback and cap the length."""
+def _recent(items: tuple, now_ms: int, lookback_ms: int) -> tuple:
+    """Drop ``(time, id)`` entries older than the lookback and cap the length."""
     cutoff = now_ms - lookback_ms
-    kept = [item for item in items if key(item) > cutoff]
+    kept = [item for item in items if item[0] > cutoff]
     return tuple(kept[-MAX_RECENT:])
 
 
 def _recent_times(times: tuple, now_ms: int, lookback_ms: int) -> tuple:
-    """:func:`_recent` of bare event times (sessions: half of all events), without a
-    key call per entry."""
+    """:func:`_recent` of bare event times (sessions, expansions)."""
     cutoff = now_ms - lookback_ms
     kept = [t for t in times if t > cutoff]
     return tuple(kept[-MAX_RECENT:])
@@ -197,7 +196,7 @@ class CustomerEngine:
             dims = ((("currency", currency),),)
         out.total("refunds_minor", dims, ts, data.amount_minor)
         out.count("refunds", dims, ts)
-        c.refunds = _recent((*c.refunds, (ts, event.event_id)), ts, self.config.lookback_ms, _first)
+        c.refunds = _recent((*c.refunds, (ts, event.event_id)), ts, self.config.lookback_ms)
         return ("refund", (event.event_id,), f"order {data.order_id}")
 
     def _subscribe(self, c: CustomerState, data: SubscriptionStarted, ts: int, out: Partials) -> None:
@@ -284,13 +283,13 @@ class CustomerEngine:
         c.open_tickets = max(0, c.open_tickets + open_delta)
         signal: Signal | None = None
         if reopened_by is not None:
-            c.reopens = _recent((*c.reopens, (ts, reopened_by)), ts, lookback, _first)
+            c.reopens = _recent((*c.reopens, (ts, reopened_by)), ts, lookback)
             if len(c.reopens) == self.config.reopens_threshold:
                 signal = (
                     "reopened_repeatedly", tuple(i for _, i in c.reopens), f"{len(c.reopens)} reopens in lookback"
                 )
         if breached_ticket is not None:
-            c.breaches = _recent((*c.breaches, (ts, breached_ticket)), ts, lookback, _first)
+            c.breaches = _recent((*c.breaches, (ts, breached_ticket)), ts, lookback)
             if len(c.breaches) == self.config.breaches_threshold:
                 signal = (
                     "sla_breached_repeatedly", tuple(i for _, i in c.breaches),
@@ -408,10 +407,6 @@ def money_dims(currency: str, product: str, kind: str) -> tuple[Dims, ...]:
         (("currency", currency), ("product", product)),
         (("currency", currency), ("kind", kind)),
     )
-
-
-def _first(item: tuple) -> int:
-    return item[0]
 
 
 def _clamp(value: float) -> float:
