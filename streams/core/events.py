@@ -220,6 +220,25 @@ class Event(msgspec.Struct, frozen=True, gc=False):
         return (self.occurred_at_ms, self.event_id)
 
 
+class BufferedEvent(msgspec.Struct, frozen=True, order=True, gc=False):
+    """An accepted event waiting in the processor's buffer for the watermark, ordered
+    as the buffer applies them: event time, event id, then arrival (``seq`` is unique, so
+    a comparison never reaches the event).
+
+    A struct the garbage collector does not track, not a tuple: a live worker buffers
+    out-of-orderness x rate events (~400k at 12,755 events/s), each for 30 s, and as
+    tuples (with a ``(slot, offset)`` tuple inside) they were half of every young
+    collection - 0.15-0.25 s each, the event loop stalled (docs/performance.md)."""
+
+    ts: int
+    event_id: str
+    seq: int
+    event: Event
+    slot: int  # input slot and offset it came from; -1 when offered without a source
+    offset: int
+    pending_key: str  # its dedupe key while buffered
+
+
 occurred_at: Final[Callable[[Event], Any]] = attrgetter("occurred_at_ms")
 """An event's time as the very int object the event holds. Where the core keeps the time
 in state (dedupe ids, last event, recent sessions...), it reads it through this: compiled

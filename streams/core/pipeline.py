@@ -24,7 +24,7 @@ from typing import Any
 
 from streams.core.customer_state import CustomerState, InactivityTimer
 from streams.core.customers import CustomerEngine, HealthConfig
-from streams.core.events import Event, occurred_at
+from streams.core.events import BufferedEvent, Event, occurred_at
 from streams.core.labels import LabelLimiter
 from streams.core.partials import Partials
 from streams.core.sla import SlaPolicies
@@ -94,9 +94,7 @@ class Processor:
         self.lagging: frozenset[int] = frozenset()
         self._watermark: int | None = None  # cached; None after anything it depends on moved
         self.applied_until_ms = MIN_TIME  # every accepted event at or before this was applied
-        # (event time, event id, arrival seq, event, source, dedupe key): the seq is unique,
-        # so comparisons never reach the event
-        self.buffer: list[tuple[int, str, int, Event, Source | None, str]] = []
+        self.buffer: list[BufferedEvent] = []  # a heap: event time, event id, arrival
         self.pending: set[str] = set()  # dedupe keys of buffered events
         self.pending_offsets: dict[int, list[int]] = {}  # slot -> heap of buffered offsets
         self.released_offsets: dict[int, set[int]] = {}
@@ -168,12 +166,16 @@ class Processor:
             return "late"
         self._seq += 1
         self.pending.add(pending_key)
-        heapq.heappush(self.buffer, (ts, event.event_id, self._seq, event, source, pending_key))
-        if source is not None:
-            offsets = self.pending_offsets.get(source[0])
+        if source is None:
+            heapq.heappush(self.buffer, BufferedEvent(ts, event.event_id, self._seq, event, -1, -1, pending_key))
+        else:
+            offset = source[1]
+            heapq.heappush(self.buffer, BufferedEvent(ts, event.event_id, self._seq, event, slot, offset,
+                                                      pending_key))
+            offsets = self.pending_offsets.get(slot)
             if offsets is None:
-                offsets = self.pending_offsets[source[0]] = []
-            heapq.heappush(offsets, source[1])
+                offsets = self.pending_offsets[slot] = []
+            heapq.heappush(offsets, offset)
         return "accepted"
 
     def resume_offsets(self) -> dict[int, int]:
@@ -199,7 +201,7 @@ class Processor:
         buffer, timers = self.buffer, self.timers
         done = 0
         while True:
-            next_event = buffer[0][0] if buffer and buffer[0][0] <= until else None
+            next_event = buffer[0].ts if buffer and buffer[0].ts <= until else None
             next_timer = timers[0][0] if timers and timers[0][0] <= until else None
             if next_event is None and next_timer is None:
                 break
@@ -211,14 +213,14 @@ class Processor:
             if next_timer is not None and (next_event is None or next_timer <= next_event):
                 self._fire(heapq.heappop(timers))
             else:
-                _, _, _, event, source, pending_key = heapq.heappop(buffer)
-                self.pending.discard(pending_key)
-                if source is not None:
-                    released = self.released_offsets.get(source[0])
+                entry = heapq.heappop(buffer)
+                self.pending.discard(entry.pending_key)
+                if entry.slot >= 0:
+                    released = self.released_offsets.get(entry.slot)
                     if released is None:
-                        released = self.released_offsets[source[0]] = set()
-                    released.add(source[1])
-                self._apply(event)
+                        released = self.released_offsets[entry.slot] = set()
+                    released.add(entry.offset)
+                self._apply(entry.event)
         if until > self.applied_until_ms:
             self.applied_until_ms = until
         return False
