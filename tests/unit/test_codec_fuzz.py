@@ -186,7 +186,9 @@ def syntax_mutations(draw: st.DrawFn) -> list[Mutation]:
     cut = draw(st.floats(0.0, 0.999))
     depth = draw(st.integers(2_000, 6_000))
     return [
-        Mutation("truncated", _noop, "invalid_json", raw=lambda raw: raw[: int(len(raw) * cut)]),
+        # at least the opening brace stays: cut to nothing, then followed by trailing data,
+        # the line is a whole JSON object (missing_field, not invalid_json)
+        Mutation("truncated", _noop, "invalid_json", raw=lambda raw: raw[: max(1, int(len(raw) * cut))]),
         Mutation("trailing data", _noop, "invalid_json", raw=lambda raw: raw + b' {"again": 1}'),
         Mutation("not UTF-8", _set(("source",), "__BYTES__"), "invalid_json",
                  raw=lambda raw: raw.replace(b"__BYTES__", b"\xc3\x28")),
