@@ -9,11 +9,13 @@ Everything here is a pure function of its input; tests round-trip each form.
 
 from __future__ import annotations
 
+import array
+from collections.abc import Iterable
 from typing import Any
 
 import msgspec
 
-from streams.core.aggregates import Distinct, decode_partial, encode_partial, packed_hashes
+from streams.core.aggregates import Distinct, decode_partial, encode_partial, packed_bytes
 from streams.core.customer_state import CustomerState
 from streams.core.merge import SpecMeta
 from streams.core.partials import PartialKey
@@ -161,10 +163,17 @@ def encode_bucket(agg: object) -> bytes:
     return _enc.encode(encode_partial(agg))
 
 
-def encode_distinct_chunk(ordered: list[int]) -> bytes:
-    """A changelog chunk of a distinct-count bucket from its members sorted ascending:
-    the same bytes as ``encode_bucket(Distinct(set(ordered)))`` without sorting again."""
-    return _enc.encode((Distinct.kind, packed_hashes(ordered)))
+def encode_distinct_chunk(members: Iterable[int]) -> bytes:
+    """A changelog chunk of a distinct-count bucket from its members in any order (the
+    bucket is the union of its chunks, read back as a set); sorted, the same bytes as
+    ``encode_bucket(Distinct(set(members)))``."""
+    return encode_distinct_packed(array.array("Q", members))
+
+
+def encode_distinct_packed(packed: array.array) -> bytes:
+    """:func:`encode_distinct_chunk` of members already packed as native 64-bit ints
+    (the runtime packs a big chunk in slices); ``packed`` is byte-swapped in place."""
+    return _enc.encode((Distinct.kind, packed_bytes(packed)))
 
 
 def decode_bucket(raw: bytes) -> object:

@@ -397,9 +397,14 @@ def member_hash(member: str) -> int:
 
 
 def packed_hashes(ordered: list[int]) -> bytes:
-    """A :class:`Distinct` set's wire form from its members already sorted ascending (a
-    changelog chunk is a slice of one sorted list: see streams.core.chunks)."""
-    packed = array.array("Q", ordered)
+    """A :class:`Distinct` set's wire form from its members sorted ascending."""
+    return packed_bytes(array.array("Q", ordered))
+
+
+def packed_bytes(packed: array.array) -> bytes:
+    """Members packed as native 64-bit ints, as wire bytes (big-endian; ``packed`` is
+    byte-swapped in place). Their order is kept: :meth:`Distinct.to_wire` sorts them,
+    changelog chunks (streams.core.chunks) need not be."""
     if _LITTLE_ENDIAN:
         packed.byteswap()
     return packed.tobytes()

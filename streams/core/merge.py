@@ -191,12 +191,26 @@ class Merger:
 
     def provisional(self) -> list[KpiRecord]:
         """Records of open windows that changed since their last publication."""
+        return self.provisional_some(0)[0]
+
+    def provisional_some(self, max_windows: int) -> tuple[list[KpiRecord], bool]:
+        """:meth:`provisional` in slices: publish at most ``max_windows`` windows (0: all)
+        and say whether more are waiting (call again to go on; with no merge in between,
+        the records of all the calls are those of one :meth:`provisional`, in the same
+        order). A live publication of every open window of every size held a worker's
+        event loop for up to 0.3 s."""
         records: list[KpiRecord] = []
+        published = 0
         for state in self.states:
+            if not state.dirty:
+                continue
             for start in sorted(state.dirty):
+                if max_windows and published >= max_windows:
+                    return records, True
                 records.extend(self._publish(state, start, final=False))
-            state.dirty.clear()
-        return records
+                state.dirty.discard(start)
+                published += 1
+        return records, False
 
     def flush(self) -> list[KpiRecord]:
         """Close every window now (``replay`` at the end of its input)."""

@@ -53,6 +53,7 @@ from streams.runtime.kafka import (
     stage1_changelog,
     transactional_producer,
 )
+from streams.runtime.pacing import CHECK_EVERY, LoopBudget
 from streams.runtime.stats import RuntimeStats
 from streams.settings import Settings
 
@@ -132,7 +133,8 @@ class Stage1Task:
         self.idle_reported = False
         self.reported_overflow: dict[str, int] = {}
         self.resume: dict[int, int] = {}
-        self.last_sweep = time.monotonic()
+        # the tasks of a worker sweep at different times of the minute, not all in the same rounds
+        self.last_sweep = time.monotonic() - SWEEP_EVERY_S * index / max(1, stage.tasks_total)
         self.sweeping = False
         self.last_commit = time.monotonic()
         self.uncommitted = 0  # input messages consumed since the last commit
@@ -335,9 +337,20 @@ class Stage1Task:
         outgoing.extend((topics.sla, encode_sla(r), r.ticket_id.encode(), None) for r in out.sla)
         outgoing.extend((topics.signals, encode_signal(s), s.customer_id.encode(), None) for s in out.signals)
         outgoing.extend((topics.dlq, value, key, None) for key, value in dead_letters)
-        outgoing.extend((changelog, encode_customer(c), customer_key(c.customer_id), self.index) for c in customers)
-        outgoing.extend((changelog, encode_ticket(t), ticket_key(t.customer_id, t.ticket_id), self.index)
-                        for t in tickets)
+        # the changed state in slices (see streams.runtime.pacing): tens of thousands of
+        # customers per commit while catching up
+        budget = LoopBudget()
+        index = self.index
+        for start in range(0, len(customers), CHECK_EVERY):
+            outgoing.extend((changelog, encode_customer(c), customer_key(c.customer_id), index)
+                            for c in customers[start:start + CHECK_EVERY])
+            if budget.spent():
+                await budget.pause()
+        for start in range(0, len(tickets), CHECK_EVERY):
+            outgoing.extend((changelog, encode_ticket(t), ticket_key(t.customer_id, t.ticket_id), index)
+                            for t in tickets[start:start + CHECK_EVERY])
+            if budget.spent():
+                await budget.pause()
         outgoing.extend((changelog, None, ticket_key(c, t), self.index) for c, t in forgotten)
         outgoing.append((changelog, encode_meta(meta), META_KEY, self.index))
         await send_atomically(self.producer, outgoing)

@@ -45,12 +45,24 @@ def close(merger: Merger, watermark: int, close_slice: int) -> list:
     return records
 
 
+def live(merger: Merger, live_slice: int) -> list:
+    """``merger.provisional``, or in slices of ``live_slice`` windows as stage 2 does."""
+    if not live_slice:
+        return merger.provisional()
+    records, more = merger.provisional_some(live_slice)
+    while more:
+        some, more = merger.provisional_some(live_slice)
+        records += some
+    return records
+
+
 def stream(events_per_partition: list[list], cfg, batch: int, final_watermark: int, advance_slice: int = 0,
-           close_slice: int = 0):
+           close_slice: int = 0, live_slice: int | None = None):
     """Drive one processor per partition like the runtime does, in batches, with one
     merger whose watermark is the minimum over partitions (``advance_slice``: advance
     in slices of that many events and timers, as stage 1 does; ``close_slice``: close
-    windows that many at a time, as stage 2 does)."""
+    windows that many at a time, as stage 2 does; ``live_slice``: also publish live
+    figures after each round, that many windows at a time, 0: all at once)."""
     processors = [Processor(cfg) for _ in events_per_partition]
     merger = Merger(cfg.specs, cfg.lateness, cfg.min_sample)
     records, sla, signals = [], [], []
@@ -68,6 +80,8 @@ def stream(events_per_partition: list[list], cfg, batch: int, final_watermark: i
             sla += out.sla
             signals += out.signals
         records += close(merger, min(p.watermark for p in processors), close_slice)
+        if live_slice is not None:
+            records += live(merger, live_slice)
     for proc in processors:
         proc.advance(final_watermark)
         out = proc.drain()
@@ -102,14 +116,16 @@ def test_partitioned_fold_then_merge_equals_single_fold(seed, partitions, batch)
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 10_000), batch=st.integers(5, 200), advance_slice=st.integers(0, 7),
-       close_slice=st.integers(0, 3))
-def test_advancing_and_closing_in_slices_gives_exactly_the_same_output(seed, batch, advance_slice, close_slice):
+       close_slice=st.integers(0, 3), live_slice=st.integers(0, 3))
+def test_advancing_closing_and_publishing_in_slices_gives_exactly_the_same_output(seed, batch, advance_slice,
+                                                                                  close_slice, live_slice):
     cfg = config(WINDOWS, min_sample=3)
     events = sorted(generate(seed), key=lambda e: (e.occurred_at_ms, e.event_id))
     final = max(e.occurred_at_ms for e in events)
-    whole = stream([events], cfg, batch, final)
-    sliced = stream([events], cfg, batch, final, advance_slice, close_slice)
+    whole = stream([events], cfg, batch, final, live_slice=0)
+    sliced = stream([events], cfg, batch, final, advance_slice, close_slice, live_slice)
     assert sliced == whole
+    assert any(not r.final for r in whole[0]), "live figures were published"
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -6,6 +6,8 @@ leaves no chunk behind."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -16,6 +18,8 @@ from streams.core.chunks import DistinctChunks
 from streams.core.merge import Merger
 from streams.core.pipeline import CoreConfig, Processor
 from streams.core.windows import Lateness, parse_window_specs
+from streams.runtime.pacing import LoopBudget
+from streams.runtime.stage2 import PACK_SLICE, encode_chunk
 from tests.eventgen import generate
 
 
@@ -28,6 +32,11 @@ def apply(log: dict, key, writes) -> None:
             log[(key, chunk)] = set(members)
 
 
+def norm(writes) -> list:
+    """Writes with each chunk's members sorted (a chunk is a collection in no order)."""
+    return [(chunk, None if members is None else sorted(members)) for chunk, members in writes]
+
+
 def union(log: dict, key) -> set[int] | None:
     parts = [members for (k, _), members in log.items() if k == key]
     return set().union(*parts) if parts else None
@@ -35,12 +44,12 @@ def union(log: dict, key) -> set[int] | None:
 
 def test_a_new_bucket_is_written_whole_then_appended_then_rewritten():
     chunks = DistinctChunks(max_chunks=3, max_members=10)
-    assert chunks.plan("b", {1, 2}, None) == [(0, [1, 2])]
-    assert chunks.plan("b", {1, 2, 3}, {3}) == [(1, [3])]
-    assert chunks.plan("b", {1, 2, 3}, set()) == []  # nothing new: nothing to write
-    assert chunks.plan("b", {1, 2, 3, 4}, {4}) == [(2, [4])]
+    assert norm(chunks.plan("b", {1, 2}, None)) == [(0, [1, 2])]
+    assert norm(chunks.plan("b", {1, 2, 3}, {3})) == [(1, [3])]
+    assert norm(chunks.plan("b", {1, 2, 3}, set())) == []  # nothing new: nothing to write
+    assert norm(chunks.plan("b", {1, 2, 3, 4}, {4})) == [(2, [4])]
     # three chunks: the next commit rewrites the bucket and deletes chunks 1 and 2
-    assert chunks.plan("b", {1, 2, 3, 4, 5}, {5}) == [(0, [1, 2, 3, 4, 5]), (1, None), (2, None)]
+    assert norm(chunks.plan("b", {1, 2, 3, 4, 5}, {5})) == [(0, [1, 2, 3, 4, 5]), (1, None), (2, None)]
     assert chunks.forget("b") == [0]
 
 
@@ -57,8 +66,8 @@ def test_a_set_beyond_max_members_is_split_and_the_split_is_undone_when_it_shrin
 
 def test_an_unknown_bucket_or_an_empty_one_still_gets_chunk_zero():
     chunks = DistinctChunks()
-    assert chunks.plan("b", {9}, {9}) == [(0, [9])]  # never written: fresh is not enough
-    assert chunks.plan("e", set(), None) == [(0, [])]
+    assert norm(chunks.plan("b", {9}, {9})) == [(0, [9])]  # never written: fresh is not enough
+    assert norm(chunks.plan("e", set(), None)) == [(0, [])]
     assert chunks.forget("never seen") == [0]
     with pytest.raises(ValueError):
         DistinctChunks(max_chunks=0)
@@ -68,30 +77,30 @@ def test_due_rewrites_share_the_commits_budget_and_wait_for_a_later_commit():
     chunks = DistinctChunks(max_chunks=2, rewrite_budget=15)
     a, b = set(range(10)), set(range(100, 110))
     for key, members in (("a", a), ("b", b)):
-        assert chunks.plan(key, members, None) == [(0, sorted(members))]
+        assert norm(chunks.plan(key, members, None)) == [(0, sorted(members))]
     chunks.begin_commit()
-    assert chunks.plan("a", a | {10}, {10}) == [(1, [10])]
-    assert chunks.plan("b", b | {110}, {110}) == [(1, [110])]
+    assert norm(chunks.plan("a", a | {10}, {10})) == [(1, [10])]
+    assert norm(chunks.plan("b", b | {110}, {110})) == [(1, [110])]
     a, b = a | {10, 11}, b | {110, 111}
     chunks.begin_commit()  # both are due: "a" takes 12 of the 15, "b" (12) must wait
-    assert chunks.plan("a", a, {11}) == [(0, sorted(a)), (1, None)]
-    assert chunks.plan("b", b, {111}) == [(2, [111])]
+    assert norm(chunks.plan("a", a, {11})) == [(0, sorted(a)), (1, None)]
+    assert norm(chunks.plan("b", b, {111})) == [(2, [111])]
     chunks.begin_commit()
     b = b | {112}
-    assert chunks.plan("b", b, {112}) == [(0, sorted(b)), (1, None), (2, None)]
+    assert norm(chunks.plan("b", b, {112})) == [(0, sorted(b)), (1, None), (2, None)]
 
 
 def test_a_postponed_rewrite_is_forced_at_twice_max_chunks():
     chunks = DistinctChunks(max_chunks=2, rewrite_budget=0)
     members = {1}
-    assert chunks.plan("b", members, None) == [(0, [1])]
+    assert norm(chunks.plan("b", members, None)) == [(0, [1])]
     for new in (2, 3, 4):
         chunks.begin_commit()
         members = members | {new}
-        assert chunks.plan("b", members, {new}) == [(new - 1, [new])]
+        assert norm(chunks.plan("b", members, {new})) == [(new - 1, [new])]
     chunks.begin_commit()
     members = members | {5}
-    assert chunks.plan("b", members, {5}) == [(0, sorted(members)), (1, None), (2, None), (3, None)]
+    assert norm(chunks.plan("b", members, {5})) == [(0, sorted(members)), (1, None), (2, None), (3, None)]
     with pytest.raises(ValueError):
         DistinctChunks(rewrite_budget=-1)
 
@@ -108,8 +117,8 @@ def test_the_live_chunks_always_union_to_the_set(batches, max_chunks, max_member
         members |= new
         chunks.begin_commit()
         writes = chunks.plan("b", members, None if i == 0 else new)
-        for _, written in writes:  # sorted, as the wire form wants them, and within a chunk's size
-            assert written is None or (written == sorted(set(written)) and len(written) <= max_members)
+        for _, written in writes:  # each member once, within a chunk's size
+            assert written is None or (len(set(written)) == len(written) <= max_members)
         apply(log, "b", writes)
         assert union(log, "b") == members
         assert len([k for k in log if k[0] == "b"]) <= max(2 * max_chunks, -(-len(members) // max_members))
@@ -119,13 +128,42 @@ def test_the_live_chunks_always_union_to_the_set(batches, max_chunks, max_member
 
 
 @settings(max_examples=100, deadline=None)
-@given(st.sets(st.integers(0, 2**64 - 1), max_size=50))
-def test_a_chunk_encodes_as_the_bucket_of_its_members(members):
-    ordered = sorted(members)
-    raw = encode_distinct_chunk(ordered)
-    assert raw == encode_bucket(Distinct(set(members)))
-    restored = decode_bucket(raw)
+@given(st.sets(st.integers(0, 2**64 - 1), max_size=50), st.randoms(use_true_random=False))
+def test_a_chunk_in_any_order_reads_back_as_the_bucket_of_its_members(members, rng):
+    assert encode_distinct_chunk(sorted(members)) == encode_bucket(Distinct(set(members)))
+    shuffled = list(members)
+    rng.shuffle(shuffled)
+    restored = decode_bucket(encode_distinct_chunk(shuffled))
     assert isinstance(restored, Distinct) and restored.members == members
+
+
+@pytest.mark.parametrize("size", [0, 5, PACK_SLICE, PACK_SLICE + 1, 3 * PACK_SLICE + 7])
+def test_a_big_chunk_is_packed_in_slices_to_the_same_bytes(size):
+    members = {(i * 0x9E3779B97F4A7C15) % 2**64 for i in range(size)}
+    budget = LoopBudget(seconds=0.0)  # always spent: pause after every slice
+    raw = asyncio.run(encode_chunk(members, budget))
+    assert raw == encode_distinct_chunk(members)
+    assert decode_bucket(raw).members == members
+    # beyond one slice, the loop may run after every slice
+    assert budget.pauses == (-(-size // PACK_SLICE) if size > PACK_SLICE else 0)
+
+
+def test_the_first_due_rewrite_of_a_commit_goes_ahead_even_beyond_the_budget():
+    chunks = DistinctChunks(max_chunks=2, rewrite_budget=5)
+    big, other = set(range(20)), set(range(100, 120))
+    for key, members in (("big", big), ("other", other)):
+        chunks.plan(key, members, None)
+    chunks.begin_commit()
+    big, other = big | {20}, other | {120}
+    assert norm(chunks.plan("big", big, {20})) == [(1, [20])]
+    assert norm(chunks.plan("other", other, {120})) == [(1, [120])]
+    chunks.begin_commit()  # both due, both larger than the budget: only the first goes ahead
+    big, other = big | {21}, other | {121}
+    assert norm(chunks.plan("big", big, {21})) == [(0, sorted(big)), (1, None)]
+    assert norm(chunks.plan("other", other, {121})) == [(2, [121])]
+    chunks.begin_commit()  # the next commit takes the other one
+    other = other | {122}
+    assert norm(chunks.plan("other", other, {122})) == [(0, sorted(other)), (1, None), (2, None)]
 
 
 def test_merger_fresh_members_rebuild_every_distinct_bucket_through_expiry():

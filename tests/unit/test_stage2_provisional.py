@@ -54,7 +54,7 @@ def test_live_figures_catch_up_once_partials_pause_despite_the_throttle():
     marker = encode_marker(Marker(0, start, False, 1, False))  # the watermark stays at the start: windows open
 
     async def main() -> list[dict]:
-        stage = SimpleNamespace(settings=settings, config=config, stats=RuntimeStats())
+        stage = SimpleNamespace(settings=settings, config=config, stats=RuntimeStats(), tasks={})
         task = Stage2Task(0, stage)  # its producer is never started: nothing is committed here
         seen = []
         await task.step([Message(0, first), Message(1, marker)], now=100.0, caught_up=True)
@@ -77,7 +77,7 @@ def test_live_figures_catch_up_once_partials_pause_despite_the_throttle():
     grown = [key for key, n in caught_up.items() if n > before.get(key, 0)]
     assert grown, "the open windows were not republished with the second half of the partials"
     # what was published equals what one publication of all the partials would give
-    stage = SimpleNamespace(settings=settings, config=config, stats=RuntimeStats())
+    stage = SimpleNamespace(settings=settings, config=config, stats=RuntimeStats(), tasks={})
 
     async def whole() -> dict:
         task = Stage2Task(0, stage)
@@ -87,3 +87,40 @@ def test_live_figures_catch_up_once_partials_pause_despite_the_throttle():
     expected = asyncio.run(whole())
     assert {key: n for key, n in caught_up.items()} == {key: n for key, n in expected.items() if key in caught_up}
     assert set(expected) - set(before) <= set(caught_up)
+
+
+def test_caught_up_records_commit_within_the_live_interval_state_alone_within_the_commit_interval():
+    """A caught-up task commits within ``live_commit_interval`` when it has records to
+    publish (live figures, finals); merged partials alone wait for ``commit_interval``
+    (each commit rewrites every bucket changed since the last one)."""
+    settings = Settings(provisional_interval="1h", commit_interval="1s", live_commit_interval="100ms")
+    config = core_config(settings)
+    events = sorted(generate(3, customers=20, span_ms=HOUR), key=lambda e: e.occurred_at_ms)
+    processor = Processor(config)
+    for event in events:
+        processor.offer(event)
+    processor.advance(processor.max_event_ms)
+    partials = encode_partials(0, processor.drain().aggs)
+    marker = encode_marker(Marker(0, events[0].occurred_at_ms, False, 1, False))  # windows stay open
+
+    async def main() -> list[tuple[float, int]]:
+        stage = SimpleNamespace(settings=settings, config=config, stats=RuntimeStats(), tasks={})
+        task = Stage2Task(0, stage)
+        commits: list[tuple[float, int]] = []
+
+        async def flush(now: float | None = None) -> None:  # what a commit would send, no broker
+            commits.append((now, len(task.pending)))
+            task.pending, task.uncommitted, task.last_commit = [], 0, now
+
+        task.flush = flush
+        task.last_commit = 100.0
+        offset = 0
+        for now in (100.05, 100.2, 100.4, 100.9, 101.1, 101.15, 101.5, 102.2):
+            await task.step([Message(offset, partials), Message(offset + 1, marker)], now=now, caught_up=True)
+            offset += 2
+        return commits
+
+    commits = asyncio.run(main())
+    # 100.2: the first live figures (never throttled), past 100 ms; then state only: 1 s later
+    assert [now for now, _ in commits] == [100.2, 101.5]
+    assert commits[0][1] > 0 and commits[1][1] == 0
