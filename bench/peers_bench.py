@@ -35,6 +35,7 @@ import asyncio
 import bisect
 import contextlib
 import datetime as dt
+import gc
 import hashlib
 import json
 import os
@@ -521,6 +522,34 @@ def iso_ms(ms: int) -> bytes:
     return stamp.strftime("%Y-%m-%dT%H:%M:%S.").encode() + b"%03dZ" % (ms % 1000)
 
 
+class HarnessPauses:
+    """Garbage-collector pauses of the harness itself while it times events: a pause holds
+    the scraper thread too, so the events waiting to be seen look later than they are.
+    Reported with the latency so that a tail can be told apart from the harness's own."""
+
+    def __init__(self) -> None:
+        self.pauses: list[tuple[float, float]] = []  # (wall ms at the end, seconds)
+        self._began = 0.0
+
+    def __enter__(self) -> HarnessPauses:
+        gc.callbacks.append(self._callback)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        gc.callbacks.remove(self._callback)
+
+    def _callback(self, phase: str, info: dict) -> None:
+        if phase == "start":
+            self._began = time.perf_counter()
+        else:
+            self.pauses.append((time.time() * 1000, time.perf_counter() - self._began))
+
+    def summary(self) -> dict:
+        longest = max((seconds for _, seconds in self.pauses), default=0.0)
+        return {"collections": len(self.pauses), "max_s": round(longest, 4),
+                "total_s": round(sum(seconds for _, seconds in self.pauses), 3)}
+
+
 class Scraper(threading.Thread):
     """/metrics every ``interval`` s: (monotonic-ish wall ms when the answer arrived,
     processed count per topic partition)."""
@@ -633,7 +662,8 @@ def run_latency(bootstrap: str, messages, rate: float, seconds: float, logdir: P
         cpu0 = run.cpu() or 0.0
         produce_began_ms = time.time() * 1000
         timed_from_ms = produce_began_ms + warmup * 1000
-        produced = asyncio.run(paced_produce(bootstrap, messages, prefix, rate, warmup + seconds, sent))
+        with HarnessPauses() as harness:
+            produced = asyncio.run(paced_produce(bootstrap, messages, prefix, rate, warmup + seconds, sent))
         wait_until = time.monotonic() + timeout
         while time.monotonic() < wait_until:
             last = scraper.samples[-1][1] if scraper.samples else {}
@@ -653,9 +683,11 @@ def run_latency(bootstrap: str, messages, rate: float, seconds: float, logdir: P
     # per topic partition: a partition's events are taken in offset order, so the moment
     # its count reaches an event's index is when that event was taken (a count per topic
     # would let other partitions' events stand in for a partition that lags behind)
+    by_partition: dict[str, dict[str, float]] = {}
     for key, times in sent.items():
         samples = [(at, counts.get(key, 0.0)) for at, counts in scraper.samples]
         counts = [count for _, count in samples]
+        first = len(latencies)
         for index, occurred in enumerate(times, start=1):
             if occurred < timed_from_ms:
                 continue  # warm-up: counted (the indexes include it), not timed
@@ -667,6 +699,11 @@ def run_latency(bootstrap: str, messages, rate: float, seconds: float, logdir: P
                 latencies.append(latency)
                 second = int((occurred - timed_from_ms) // 1000)
                 worst_by_second[second] = max(worst_by_second.get(second, 0.0), latency)
+        mine = latencies[first:]
+        if mine:
+            by_partition[f"{key[0].removeprefix(prefix)}/{key[1]}"] = {
+                "events": len(mine), "p50_s": round(percentile(mine, 50), 3), "p99_s": round(percentile(mine, 99), 3),
+                "max_s": round(max(mine), 3)}
     if not latencies:
         return {"finished": False, "produced": produced, "missing": missing}
     result = {
@@ -677,10 +714,17 @@ def run_latency(bootstrap: str, messages, rate: float, seconds: float, logdir: P
         "max_s": round(max(latencies), 4), "not_seen": missing,
         "worker_cpu_seconds": round(cpu, 2), "worker_cpu_share_of_one_core": round(cpu / (warmup + seconds), 3),
         "peak_rss_bytes": hwm,
+        "harness_gc": harness.summary(),
         # where the tail is: the seconds of the run (by event time) whose worst event took
         # longest, worst first: a stall shows as a run of neighbouring seconds
         "worst_seconds": [{"second": second, "max_s": round(worst, 3)} for second, worst in
                           sorted(worst_by_second.items(), key=lambda item: -item[1])[:10]],
+        # the worst latency of every second, in order: a tail that grows through the run
+        # (load still rising) looks different from isolated stalls
+        "max_by_second_s": [round(worst_by_second.get(second, 0.0), 3) for second in range(int(seconds))],
+        # per input topic partition: one partition behind the others (a consumer fetch
+        # pattern, a task) looks different from the whole worker behind
+        "by_partition": dict(sorted(by_partition.items())),
     }
     say(f"latency: p50 {result['p50_s'] * 1000:,.0f} ms, p99 {result['p99_s'] * 1000:,.0f} ms "
         f"(max {result['max_s'] * 1000:,.0f} ms) over {len(latencies):,} timed events ({produced:,} produced) at {rate:,.0f}/s; {missing} not seen; "
@@ -846,6 +890,12 @@ def main() -> None:
     say(f"machine: {info['cpu_model']}, {info['cores']} cores, {info['ram_bytes'] / 2**30:.1f} GiB, "
         f"python {info['python']}, Kafka {info['kafka']}; logs in {logdir.relative_to(REPO_ROOT)}")
     messages = workload(args.seed, args.events)
+    # the workload is a million tuples that live as long as the harness: out of the garbage
+    # collector's sight, or every full collection of this process walks them, holding the
+    # GIL for tenths of a second - and the latency phase's scraper thread with it, which
+    # then times events late (the harness measures itself: see HarnessPauses)
+    gc.collect()
+    gc.freeze()
     results: dict[str, dict] = {}
     extra: dict[str, Any] = {}
     if only & {*CONTENDERS, "latency"}:  # the broker phases
