@@ -283,7 +283,7 @@ class Stage2Task:
         # records to publish (finals, live figures) go out within live_commit_interval once
         # caught up; state alone (merged partials, the input position) waits for
         # commit_interval: a commit re-encodes every bucket changed since the last one, and
-        # at 100 ms a live worker spent a fifth of its CPU rewriting the same buckets
+        # at 100 ms stage 2's commits were 11 % of a live worker's profile samples
         interval_ms = self.settings.commit_interval_ms
         if caught_up and self.pending:
             interval_ms = self.settings.live_commit_interval_ms
