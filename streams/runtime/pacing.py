@@ -11,6 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 # CPU time a loop may hold the event loop before it yields (a batch's work is sliced
 # at ~0.1 s, see stage1.ADVANCE_SLICE; encoding is finer, it is what a live worker's
@@ -39,3 +43,12 @@ class LoopBudget:
         await asyncio.sleep(0)
         self.pauses += 1
         self.since = time.perf_counter()
+
+
+async def extend_sliced(out: list[Any], items: Sequence[T], make: Callable[[T], Any], budget: LoopBudget) -> None:
+    """``out.extend(map(make, items))``, yielding to the event loop whenever ``budget`` is
+    spent (checked every ``CHECK_EVERY`` items)."""
+    for start in range(0, len(items), CHECK_EVERY):
+        out.extend(map(make, items[start:start + CHECK_EVERY]))
+        if budget.spent():
+            await budget.pause()

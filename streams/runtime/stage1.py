@@ -53,7 +53,7 @@ from streams.runtime.kafka import (
     stage1_changelog,
     transactional_producer,
 )
-from streams.runtime.pacing import CHECK_EVERY, LoopBudget
+from streams.runtime.pacing import LoopBudget, extend_sliced
 from streams.runtime.stats import RuntimeStats
 from streams.settings import Settings
 
@@ -341,16 +341,11 @@ class Stage1Task:
         # customers per commit while catching up
         budget = LoopBudget()
         index = self.index
-        for start in range(0, len(customers), CHECK_EVERY):
-            outgoing.extend((changelog, encode_customer(c), customer_key(c.customer_id), index)
-                            for c in customers[start:start + CHECK_EVERY])
-            if budget.spent():
-                await budget.pause()
-        for start in range(0, len(tickets), CHECK_EVERY):
-            outgoing.extend((changelog, encode_ticket(t), ticket_key(t.customer_id, t.ticket_id), index)
-                            for t in tickets[start:start + CHECK_EVERY])
-            if budget.spent():
-                await budget.pause()
+        await extend_sliced(outgoing, customers,
+                            lambda c: (changelog, encode_customer(c), customer_key(c.customer_id), index), budget)
+        await extend_sliced(outgoing, tickets,
+                            lambda t: (changelog, encode_ticket(t), ticket_key(t.customer_id, t.ticket_id), index),
+                            budget)
         outgoing.extend((changelog, None, ticket_key(c, t), self.index) for c, t in forgotten)
         outgoing.append((changelog, encode_meta(meta), META_KEY, self.index))
         await send_atomically(self.producer, outgoing)

@@ -53,7 +53,7 @@ from streams.runtime.kafka import (
     stage2_changelog,
     transactional_producer,
 )
-from streams.runtime.pacing import CHECK_EVERY, LoopBudget
+from streams.runtime.pacing import CHECK_EVERY, LoopBudget, extend_sliced
 from streams.runtime.stats import RuntimeStats
 from streams.settings import Settings
 
@@ -322,11 +322,8 @@ class Stage2Task:
         budget = LoopBudget()
         kpi_topic = self.settings.topics.kpi
         outgoing: list[Outgoing] = []
-        for start in range(0, len(records), CHECK_EVERY):
-            outgoing.extend((kpi_topic, encode_kpi(record), kpi_key(record), None)
-                            for record in records[start:start + CHECK_EVERY])
-            if budget.spent():
-                await budget.pause()
+        await extend_sliced(outgoing, records, lambda record: (kpi_topic, encode_kpi(record), kpi_key(record), None),
+                            budget)
         self.chunks.begin_commit()
         for count, (i, base, dims, bucket, agg) in enumerate(changes.buckets, 1):
             if count % CHECK_EVERY == 0 and budget.spent():
