@@ -166,16 +166,14 @@ class Processor:
             return "late"
         self._seq += 1
         self.pending.add(pending_key)
-        if source is None:
-            heapq.heappush(self.buffer, BufferedEvent(ts, event.event_id, self._seq, event, -1, -1, pending_key))
-        else:
+        offset = -1
+        if source is not None:
             offset = source[1]
-            heapq.heappush(self.buffer, BufferedEvent(ts, event.event_id, self._seq, event, slot, offset,
-                                                      pending_key))
             offsets = self.pending_offsets.get(slot)
             if offsets is None:
                 offsets = self.pending_offsets[slot] = []
             heapq.heappush(offsets, offset)
+        heapq.heappush(self.buffer, BufferedEvent(ts, event.event_id, self._seq, event, slot, offset, pending_key))
         return "accepted"
 
     def resume_offsets(self) -> dict[int, int]:
