@@ -99,6 +99,10 @@ class Settings(BaseSettings):
     live_commit_interval: str = Field(
         "100ms", description="a task caught up with its input commits at most this often (0s: every batch)"
     )
+    fetch_max_wait: str = Field(
+        "50ms", description="the broker holds an input fetch that finds nothing this long at most "
+        "(1ms-10s; a quiet input topic can delay the others' events by up to this)"
+    )
 
     # --- KPI options -------------------------------------------------------------
     min_sample: int = Field(30, ge=1, description="NPS/CSAT/CES below this n are published as suppressed")
@@ -136,6 +140,14 @@ class Settings(BaseSettings):
     @classmethod
     def _valid_duration(cls, value: str) -> str:
         parse_duration(value)
+        return value
+
+    @field_validator("fetch_max_wait")
+    @classmethod
+    def _valid_fetch_wait(cls, value: str) -> str:
+        # 0 would make an idle consumer poll the broker in a busy loop
+        if not 1 <= parse_duration(value) <= 10_000:
+            raise ValueError(f"fetch_max_wait must be between 1ms and 10s, got {value!r}")
         return value
 
     @field_validator("windows")
@@ -219,6 +231,10 @@ class Settings(BaseSettings):
     @property
     def live_commit_interval_ms(self) -> int:
         return parse_duration(self.live_commit_interval)
+
+    @property
+    def fetch_max_wait_ms(self) -> int:
+        return parse_duration(self.fetch_max_wait)
 
     def metrics_basic_auth_password_value(self) -> str | None:
         """The /metrics basic-auth password, from the setting or its file. Never log it."""

@@ -374,6 +374,13 @@ class Stage1(TaskGroup):
             **group_options(),
             max_partition_fetch_bytes=MAX_MESSAGE_BYTES,
             fetch_max_bytes=4 * MAX_MESSAGE_BYTES,
+            # aiokafka (like the Java client) has one fetch in flight per broker, for the
+            # partitions with nothing buffered; while a batch is processed those are the
+            # quiet ones, and the broker holds such a fetch until fetch_max_wait (Kafka's
+            # default 500 ms). Meanwhile the busy partitions, consumed, cannot be fetched
+            # again: with one input topic quiet, a live worker settled at 2-3 rounds a
+            # second with events 0.4 s old on arrival (docs/performance.md, 2026-12-07)
+            fetch_max_wait_ms=settings.fetch_max_wait_ms,
         )
         super().__init__(stats, consumer, self.inputs)
         self.offsets_committed = 0.0  # monotonic time of the last group offset commit
