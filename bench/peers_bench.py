@@ -191,6 +191,15 @@ def proc_cpu(pid: int) -> float | None:
     return sum(int(value) for value in fields[11:15]) / CLK_TCK
 
 
+def machine_cpu() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine since boot, all cores (/proc/stat)."""
+    with open("/proc/stat") as handle:
+        fields = [int(value) for value in handle.readline().split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    total = sum(fields[:8])  # guest time is already in user
+    return (total - idle) / CLK_TCK, total / CLK_TCK
+
+
 def proc_hwm(pid: int) -> int | None:
     """Peak resident set size (VmHWM) of ``pid`` in bytes."""
     try:
@@ -634,7 +643,7 @@ LATENCY_WARMUP_S = 45.0
 
 
 def run_latency(bootstrap: str, messages, rate: float, seconds: float, logdir: Path, timeout: float,
-                profile: bool = False, warmup: float = LATENCY_WARMUP_S) -> dict:
+                profile: bool = False, warmup: float = LATENCY_WARMUP_S, broker_pid: int | None = None) -> dict:
     """The worker on fresh topics; events produced at ``rate`` with occurred_at = now for
     ``warmup`` + ``seconds``; the events of the last ``seconds`` are timed."""
     prefix = f"lat{int(time.time())}."
@@ -660,6 +669,8 @@ def run_latency(bootstrap: str, messages, rate: float, seconds: float, logdir: P
         say(f"latency: producing {rate:,.0f} events/s for {warmup:.0f} + {seconds:.0f} s (occurred_at = now), "
             f"timing the last {seconds:.0f} s, scraping /metrics every 50 ms")
         cpu0 = run.cpu() or 0.0
+        broker0 = proc_cpu(broker_pid) if broker_pid else None
+        machine0 = machine_cpu()
         produce_began_ms = time.time() * 1000
         timed_from_ms = produce_began_ms + warmup * 1000
         with HarnessPauses() as harness:
@@ -673,6 +684,8 @@ def run_latency(bootstrap: str, messages, rate: float, seconds: float, logdir: P
         scraper.stopping.set()
         scraper.join()
         cpu = (run.cpu() or 0.0) - cpu0
+        broker_cpu = (proc_cpu(broker_pid) or 0.0) - broker0 if broker_pid and broker0 is not None else None
+        machine1 = machine_cpu()
         hwm = proc_hwm(run.process.pid)
     finally:
         run.stop()
@@ -713,6 +726,11 @@ def run_latency(bootstrap: str, messages, rate: float, seconds: float, logdir: P
         "p50_s": round(percentile(latencies, 50), 4), "p99_s": round(percentile(latencies, 99), 4),
         "max_s": round(max(latencies), 4), "not_seen": missing,
         "worker_cpu_seconds": round(cpu, 2), "worker_cpu_share_of_one_core": round(cpu / (warmup + seconds), 3),
+        # the worker shares the machine with the broker and this harness (producer, scraper):
+        # how busy the machine was while producing, in cores (its core count: machine.cores)
+        "broker_cpu_seconds": None if broker_cpu is None else round(broker_cpu, 2),
+        "machine_busy_cores": round((machine1[0] - machine0[0]) / max(1e-9, machine1[1] - machine0[1])
+                                    * (os.cpu_count() or 1), 2),
         "peak_rss_bytes": hwm,
         "harness_gc": harness.summary(),
         # where the tail is: the seconds of the run (by event time) whose worst event took
@@ -933,7 +951,7 @@ def main() -> None:
                 if rate:
                     tree = tree_state()
                     extra["latency"] = run_latency(bootstrap, messages, rate, args.latency_seconds, logdir, 300,
-                                                   args.profile, args.latency_warmup)
+                                                   args.profile, args.latency_warmup, kafka.pid)
                     extra["latency"]["rate_basis"] = ("--latency-rate" if args.latency_rate else
                                                       "50 % of the worker's ingest wall rate above")
                     extra["latency"]["tree"] = tree
