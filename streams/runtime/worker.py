@@ -24,8 +24,12 @@ from streams.settings import Settings, core_config
 log = logging.getLogger("crm_kpi.worker")
 
 
-# Young-generation collection threshold of the worker (CPython's default is 700).
-GC_THRESHOLDS = (50_000, 20, 100)
+# Young-generation collection threshold of the worker (CPython's default is 700); a
+# middle-generation collection every 5 young ones, a full one (subject to CPython's own
+# 25 % rule) every 2,000 young ones as before. With (50_000, 20, 100) a live worker's
+# middle collections were rare (one per ~2 minutes) and long: 0.33-0.43 s with the loop
+# held; with 5, 0.10-0.15 s each, the same time in all (docs/performance.md, 2026-12-07).
+GC_THRESHOLDS = (50_000, 5, 400)
 
 
 def tune_gc() -> None:
