@@ -727,7 +727,8 @@ def run_latency(bootstrap: str, messages, rate: float, seconds: float, logdir: P
         "max_s": round(max(latencies), 4), "not_seen": missing,
         "worker_cpu_seconds": round(cpu, 2), "worker_cpu_share_of_one_core": round(cpu / (warmup + seconds), 3),
         # the worker shares the machine with the broker and this harness (producer, scraper):
-        # how busy the machine was while producing, in cores (its core count: machine.cores)
+        # how busy the machine was from the first event produced to the last one seen, in
+        # cores (its core count: machine.cores)
         "broker_cpu_seconds": None if broker_cpu is None else round(broker_cpu, 2),
         "machine_busy_cores": round((machine1[0] - machine0[0]) / max(1e-9, machine1[1] - machine0[1])
                                     * (os.cpu_count() or 1), 2),

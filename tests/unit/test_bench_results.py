@@ -27,4 +27,4 @@ def test_machine_cpu_counts_busy_time_of_all_cores():
     busy1, total1 = machine_cpu()
     assert 0 <= busy1 - busy0 <= total1 - total0
     assert busy1 - busy0 >= 0.2  # at least most of the spin (clock ticks are 10 ms)
-    assert total1 - total0 <= (os.cpu_count() or 1) * 5  # wall time of the test, all cores
+    assert total1 - total0 <= (os.cpu_count() or 1) * 60  # the test's wall time, all cores (sanity)
