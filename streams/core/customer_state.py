@@ -53,11 +53,14 @@ class Subscription(msgspec.Struct, array_like=True, frozen=True, gc=False):
     currency: str
 
 
-class CustomerState(msgspec.Struct, gc=False):
+class CustomerState(msgspec.Struct, gc=False, omit_defaults=True):
     """One customer's state. A worker holds one per customer it has seen (a million is
     normal), so it is kept small: the recent-event lists are tuples (the empty one is
     shared), orders and leads exist only once there is one, and the struct is not
-    tracked by the garbage collector (it holds no reference cycles)."""
+    tracked by the garbage collector (it holds no reference cycles). Its changelog record
+    leaves out the fields still at their defaults (``omit_defaults``): a typical customer
+    sets 5-7 of the 17, and a live worker writes one record per customer changed; records
+    with every field, as written before, read back the same."""
 
     customer_id: str
     first_commercial_ms: int | None = None
