@@ -28,3 +28,23 @@ def test_machine_cpu_counts_busy_time_of_all_cores():
     assert 0 <= busy1 - busy0 <= total1 - total0
     assert busy1 - busy0 >= 0.2  # at least most of the spin (clock ticks are 10 ms)
     assert total1 - total0 <= (os.cpu_count() or 1) * 60  # the test's wall time, all cores (sanity)
+
+
+def test_own_cpu_counts_every_thread_of_the_harness():
+    """The latency phase's producer and scraper share the machine with the worker; their
+    CPU (this process, all its threads) is reported as ``harness_cpu_seconds``."""
+    import threading
+    import time
+
+    from bench.peers_bench import own_cpu
+
+    def spin() -> None:
+        until = time.thread_time() + 0.3
+        while time.thread_time() < until:
+            pass
+
+    before = own_cpu()
+    worker = threading.Thread(target=spin)
+    worker.start()
+    worker.join()
+    assert own_cpu() - before >= 0.25
