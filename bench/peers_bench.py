@@ -366,7 +366,15 @@ def quix_drained(bootstrap: str, group: str) -> bool:
 
 _SAMPLE = re.compile(rb'^(crm_events_processed_total|crm_events_rejected_total|crm_consumer_lag|'
                      rb'crm_owned_partitions|crm_events_late_total|crm_events_dropped_late_total|'
-                     rb'crm_events_duplicate_total|crm_gc_pause_seconds_total)(\{[^}]*\})? ([0-9.eE+-]+|NaN)$', re.M)
+                     rb'crm_events_duplicate_total|crm_gc_pause_seconds_total|crm_kpi_records_published_total|'
+                     rb'crm_batch_size_count|crm_batch_size_sum|crm_batch_processing_seconds_count|'
+                     rb'crm_batch_processing_seconds_sum)(\{[^}]*\})? ([0-9.eE+-]+|NaN)$', re.M)
+_FINAL = re.compile(rb'final="([^"]*)"')
+# what the worker did, per stage (batches = rounds of its tasks; commits = transactions):
+# two runs of the same code that differ in CPU differ in these if they worked differently
+_ACTIVITY = {b"crm_batch_size_count": "batches", b"crm_batch_size_sum": "batched",
+             b"crm_batch_processing_seconds_count": "commits",
+             b"crm_batch_processing_seconds_sum": "commit_seconds"}
 _TOPIC = re.compile(rb'topic="([^"]*)"')
 _PARTITION = re.compile(rb'partition="([^"]*)"')
 _STAGE = re.compile(rb'stage="([^"]*)"')
@@ -379,7 +387,12 @@ def scrape(port: int) -> dict | None:
             text = response.read()
     except OSError:
         return None
-    out: dict[str, Any] = {"processed": {}, "rejected": 0.0, "lag": 0.0, "owned": {}, "gc": 0.0}
+    return parse_metrics(text)
+
+
+def parse_metrics(text: bytes) -> dict:
+    """The series :func:`scrape` wants from a /metrics answer."""
+    out: dict[str, Any] = {"processed": {}, "rejected": 0.0, "lag": 0.0, "owned": {}, "gc": 0.0, "activity": {}}
     for name, labels, value in _SAMPLE.findall(text):
         number = float(value)
         if name == b"crm_events_processed_total":  # per (topic, partition)
@@ -392,6 +405,13 @@ def scrape(port: int) -> dict | None:
             out["lag"] += number
         elif name == b"crm_gc_pause_seconds_total":
             out["gc"] += number  # all generations
+        elif name in _ACTIVITY:
+            stage = _STAGE.search(labels or b"")
+            out["activity"][f"{stage.group(1).decode() if stage else ''}_{_ACTIVITY[name]}"] = number
+        elif name == b"crm_kpi_records_published_total":
+            final = _FINAL.search(labels or b"")
+            kind = "final" if final and final.group(1) == b"true" else "provisional"
+            out["activity"][f"kpi_records_{kind}"] = number
         elif name != b"crm_owned_partitions":
             key = name.decode().removeprefix("crm_events_").removesuffix("_total")
             out[key] = out.get(key, 0.0) + number
@@ -459,6 +479,7 @@ def run_worker(bootstrap: str, total: int, logdir: Path, timeout: float, profile
     last_zero: tuple[float, float, float] | None = None
     last_ends = hwm = None
     counters: dict[str, float] = {}
+    activity: dict[str, float] = {}
     try:
         while time.monotonic() < deadline:
             time.sleep(0.1 if first is None else 0.25)
@@ -499,6 +520,7 @@ def run_worker(bootstrap: str, total: int, logdir: Path, timeout: float, profile
             if kpi_ends == last_ends:
                 current = current or (cpu, wall, sample["gc"])
                 counters = {key: sample.get(key, 0.0) for key in ("late", "dropped_late", "duplicate")}
+                activity = {key: round(value, 3) for key, value in sorted(sample["activity"].items())}
                 break
             last_ends, current = kpi_ends, (cpu, wall, sample["gc"])
         hwm = proc_hwm(run.process.pid) or hwm
@@ -521,11 +543,18 @@ def run_worker(bootstrap: str, total: int, logdir: Path, timeout: float, profile
                      late_applied=counters.get("late"), dropped_late=counters.get("dropped_late"),
                      duplicates=counters.get("duplicate"),
                      gc_seconds=round(current[2] - first[2], 3),
-                     gc_share_of_cpu=round((current[2] - first[2]) / (current[0] - first[0]), 4))
+                     gc_share_of_cpu=round((current[2] - first[2]) / (current[0] - first[0]), 4),
+                     activity=activity)
     say(f"worker: {result['events_per_core_second']:,} events per CPU-s, "
         f"{result['wall_events_per_second']:,} events/s wall to current "
         f"({result['ingest_wall_events_per_second']:,}/s to ingest), peak RSS {(hwm or 0) / 2**20:,.0f} MiB, "
         f"{result['gc_share_of_cpu']:.1%} of its CPU in garbage collection")
+    if activity:
+        say("worker: " + "; ".join(
+            f"{stage} {activity.get(stage + '_batches', 0):,.0f} batches, {activity.get(stage + '_commits', 0):,.0f} commits"
+            for stage in ("stage1", "stage2"))
+            + f"; KPI records {activity.get('kpi_records_final', 0):,.0f} final, "
+              f"{activity.get('kpi_records_provisional', 0):,.0f} provisional")
     return result
 
 

@@ -48,3 +48,28 @@ def test_own_cpu_counts_every_thread_of_the_harness():
     worker.start()
     worker.join()
     assert own_cpu() - before >= 0.25
+
+
+def test_the_worker_scrape_reads_what_it_did_per_stage():
+    """Two runs of the same code that differ in CPU are compared by what the worker did:
+    batches and commits per stage, KPI records final and provisional."""
+    from bench.peers_bench import parse_metrics
+
+    text = b"""# HELP crm_batch_size events (stage1) or partial messages (stage2) per batch
+crm_batch_size_bucket{stage="stage1",le="+Inf"} 120.0
+crm_batch_size_count{stage="stage1"} 120.0
+crm_batch_size_sum{stage="stage1"} 500000.0
+crm_batch_size_count{stage="stage2"} 40.0
+crm_batch_processing_seconds_count{stage="stage1"} 30.0
+crm_batch_processing_seconds_sum{stage="stage1"} 2.5
+crm_kpi_records_published_total{final="true"} 900.0
+crm_kpi_records_published_total{final="false"} 70.0
+crm_events_processed_total{topic="crm.tickets.v1",partition="3"} 42.0
+crm_consumer_lag{topic="crm.tickets.v1",partition="3"} 5.0
+"""
+    sample = parse_metrics(text)
+    assert sample["activity"] == {"stage1_batches": 120.0, "stage1_batched": 500000.0, "stage2_batches": 40.0,
+                                  "stage1_commits": 30.0, "stage1_commit_seconds": 2.5,
+                                  "kpi_records_final": 900.0, "kpi_records_provisional": 70.0}
+    assert sample["processed"] == {("crm.tickets.v1", 3): 42.0}
+    assert sample["lag"] == 5.0
