@@ -661,7 +661,8 @@ async def paced_produce(bootstrap: str, messages, prefix: str, rate: float, seco
                     if batch.append(key=key, value=value, timestamp=None) is None:  # full
                         pending.append(await producer.send_batch(batch, target[0], partition=partition))
                         batch = batches[target] = producer.create_batch()
-                        batch.append(key=key, value=value, timestamp=None)
+                        if batch.append(key=key, value=value, timestamp=None) is None:
+                            raise RuntimeError(f"a {len(value):,}-byte event does not fit an empty record batch")
                     sent.setdefault(target, []).append(now_ms)
                     count += 1
                 for (topic_name, partition), batch in batches.items():
