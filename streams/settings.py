@@ -97,7 +97,8 @@ class Settings(BaseSettings):
         "1s", description="a task behind its input commits at most this often (0s: every batch)"
     )
     live_commit_interval: str = Field(
-        "100ms", description="a task caught up with its input commits at most this often (0s: every batch)"
+        "100ms", description="a task caught up with its input commits at most this often (0s: every batch); "
+        "results wait this long at most, and a longer interval means fewer transactions for the broker"
     )
     fetch_max_wait: str = Field(
         "50ms", description="the broker holds an input fetch that finds nothing this long at most "
