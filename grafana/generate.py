@@ -759,9 +759,9 @@ def pipeline_health() -> DashboardSpec:
               "Events (stage 1) or partial messages (stage 2) per batch, from the crm_batch_size histogram.",
               "short", tuple(Query(histogram_quantile_expr(q, "crm_batch_size"), f"{label} {{{{stage}}}}")
                              for q, label in (("0.5", "p50"), ("0.99", "p99"))), width=8),
-        panel("Batch processing time p50/p99 by stage",
-              "Time to process and commit one batch (one Kafka transaction), from the "
-              "crm_batch_processing_seconds histogram.",
+        panel("Commit time p50/p99 by stage",
+              "Time to commit one Kafka transaction (encode the results and changed state of the batches "
+              "since the last commit, send, await the broker), from the crm_batch_processing_seconds histogram.",
               "s", tuple(Query(histogram_quantile_expr(q, "crm_batch_processing_seconds"), f"{label} {{{{stage}}}}")
                          for q, label in (("0.5", "p50"), ("0.99", "p99"))), width=8),
         panel("Partitions owned by worker and stage",

@@ -178,7 +178,9 @@ class WorkerCollector(Collector):
         yield age
         for name, histograms, help_text in (
             ("crm_batch_size", s.batch_sizes, "events (stage1) or partial messages (stage2) per batch"),
-            ("crm_batch_processing_seconds", s.batch_seconds, "time to process and commit one batch"),
+            ("crm_batch_processing_seconds", s.batch_seconds,
+             "time to commit one Kafka transaction (encode, send, broker's confirmation); a task commits "
+             "the batches since its last commit at once"),
         ):
             family = HistogramMetricFamily(name, help_text, labels=["stage"])
             for stage, histogram in sorted(histograms.items()):
