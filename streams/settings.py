@@ -116,6 +116,11 @@ class Settings(BaseSettings):
     dedupe_max_ids_per_customer: int = Field(
         50_000, ge=100, description="event ids remembered per customer for dedupe (within allowed lateness)"
     )
+    dedupe_inline_ids: int = Field(
+        256, ge=1, le=100_000,
+        description="a customer's dedupe ids kept in its own changelog record; beyond, they go to chunks "
+        "appended per commit (a busy customer's record is not rewritten whole ten times a second)",
+    )
     sla_policy_file: Path | None = Field(None, description="TOML file with SLA policies (default: catalogue targets)")
 
     # --- logging -----------------------------------------------------------------

@@ -91,8 +91,17 @@ def decode_stage_message(raw: bytes) -> tuple[int, dict[PartialKey, object]] | M
 # --- stage-1 state ------------------------------------------------------------------------------
 
 
-def encode_customer(state: CustomerState) -> bytes:
-    return _enc.encode(state)
+def encode_customer(state: CustomerState, ids: bool = True) -> bytes:
+    """The customer's changelog record; ``ids=False`` leaves out its dedupe ids (``seen``:
+    they are in chunks of their own, see :class:`streams.core.chunks.IdChunks`)."""
+    if ids:
+        return _enc.encode(state)
+    seen = state.seen
+    state.seen = {}  # an empty dict is the default: left out of the record
+    try:
+        return _enc.encode(state)
+    finally:
+        state.seen = seen
 
 
 def decode_customer(raw: bytes) -> CustomerState:
@@ -101,6 +110,18 @@ def decode_customer(raw: bytes) -> CustomerState:
     if state.orders is not None:
         state.orders = {k: tuple(v) for k, v in state.orders.items()}
     return state
+
+
+_ids_dec = msgspec.msgpack.Decoder(dict[str, int])
+
+
+def encode_ids(ids: dict[str, int]) -> bytes:
+    """A chunk of a customer's dedupe ids: event id -> event time, in the order applied."""
+    return _enc.encode(ids)
+
+
+def decode_ids(raw: bytes) -> dict[str, int]:
+    return _ids_dec.decode(raw)
 
 
 _SLOT_FIELDS = ("first_reply_sla", "resolution_sla")

@@ -102,3 +102,108 @@ class DistinctChunks:
     def restored(self, key: Hashable, chunks: int) -> None:
         """After a restore: the bucket's highest chunk in the changelog is ``chunks - 1``."""
         self.counts[key] = chunks
+
+
+# --- a customer's dedupe ids ----------------------------------------------------------------------
+
+# (chunk number, the ids it holds with their event times, in the order they were applied;
+# None: delete the chunk)
+IdChunk = tuple[int, "dict[str, int] | None"]
+
+SPILL_AT = 256  # ids a customer record holds itself; beyond, they go to chunks (~12 KB of ids)
+ID_MAX_CHUNKS = 32
+ID_CHUNK_IDS = 50_000  # ids per chunk of a rewrite: ~2.4 MB with 36-character ids
+
+
+class IdChunks:
+    """Changelog layout of the customers' dedupe ids (``CustomerState.seen``).
+
+    A customer's record holds its ids itself while it has at most ``spill_at`` of them:
+    that is nearly every customer, and their records stay as they were. A customer with
+    more (a busy account: ten thousand events a day is ~470 KB of ids) would rewrite all
+    of them with every commit that touches it, ten times a second while live; its ids go
+    to numbered *chunks* instead, like stage 2's distinct-count buckets
+    (:class:`DistinctChunks`): chunk 0 holds the ids as of the last full write, each later
+    commit that applied new ids appends a chunk with just those, and once there are
+    ``max_chunks`` the next commit rewrites them whole (in pieces of ``max_ids``) and
+    deletes the chunks it no longer needs. Back at half ``spill_at`` ids or fewer, the
+    ids return to the record and every chunk is deleted.
+
+    The ids applied since the last write are found from the dict's order (ids are only
+    ever appended; sweeps and the per-customer bound remove them): those after the last
+    id written. If that id has been removed meanwhile, the chunks are rewritten. Chunks
+    may hold ids removed since they were written: too old to matter (a duplicate that old
+    is dropped as late) or evicted by the bound, which :meth:`restored` applies again.
+
+    Pure bookkeeping: which chunks to write or delete. The runtime owns keys and bytes.
+    """
+
+    __slots__ = ("spill_at", "max_chunks", "max_ids", "spilled")
+
+    def __init__(self, spill_at: int = SPILL_AT, max_chunks: int = ID_MAX_CHUNKS,
+                 max_ids: int = ID_CHUNK_IDS) -> None:
+        if spill_at < 1 or max_chunks < 1 or max_ids < 1:
+            raise ValueError("spill_at, max_chunks and max_ids must be at least 1")
+        self.spill_at = spill_at
+        self.max_chunks = max_chunks
+        self.max_ids = max_ids
+        # customer -> (chunks in the changelog, the last id written); only spilled customers
+        self.spilled: dict[str, tuple[int, str]] = {}
+
+    def plan(self, customer_id: str, seen: dict[str, int]) -> tuple[bool, list[IdChunk]]:
+        """For a customer about to be written: whether its record holds its ids itself,
+        and the chunks to write or delete with it."""
+        entry = self.spilled.get(customer_id)
+        if entry is None:
+            if len(seen) <= self.spill_at:
+                return True, []
+            return False, self._rewrite(customer_id, seen, 0)
+        count, last = entry
+        if len(seen) <= self.spill_at // 2:
+            del self.spilled[customer_id]
+            return True, [(i, None) for i in range(count)]
+        if count >= self.max_chunks:
+            return False, self._rewrite(customer_id, seen, count)
+        fresh: list[str] = []
+        found = False
+        for event_id in reversed(seen):
+            if event_id == last:
+                found = True
+                break
+            fresh.append(event_id)
+            if len(fresh) > self.max_ids:
+                break
+        if not found:  # the last id written is gone, or too much is new: write them all
+            return False, self._rewrite(customer_id, seen, count)
+        if not fresh:
+            return False, []
+        fresh.reverse()
+        self.spilled[customer_id] = (count + 1, fresh[-1])
+        return False, [(count, {event_id: seen[event_id] for event_id in fresh})]
+
+    def _rewrite(self, customer_id: str, seen: dict[str, int], count: int) -> list[IdChunk]:
+        step = self.max_ids
+        items = iter(seen.items())
+        parts: list[IdChunk] = [(i, dict(islice(items, step))) for i in range(-(-len(seen) // step))]
+        self.spilled[customer_id] = (len(parts), next(reversed(seen)))
+        parts.extend((i, None) for i in range(len(parts), count))
+        return parts
+
+    def restored(self, customer_id: str, seen: dict[str, int], chunks: dict[int, dict[str, int]],
+                 bound: int) -> None:
+        """After a restore: add the customer's chunks (number -> ids) to ``seen``, in
+        order, keep the last ``bound`` ids (as the per-customer bound did), and remember
+        the chunks for the next write."""
+        if not chunks:
+            return
+        last = ""
+        for number in sorted(chunks):
+            part = chunks[number]
+            seen.update(part)
+            if part:
+                last = next(reversed(part))
+        if len(seen) > bound:
+            for event_id in list(islice(iter(seen), len(seen) - bound)):
+                del seen[event_id]
+        # chunks numbered up to the highest one found: a rewrite deletes them all
+        self.spilled[customer_id] = (max(chunks) + 1, last)

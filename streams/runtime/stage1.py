@@ -31,14 +31,18 @@ from streams.codec.state import (
     Marker,
     TaskMeta,
     decode_customer,
+    decode_ids,
     decode_meta,
     decode_ticket,
     encode_customer,
+    encode_ids,
     encode_marker,
     encode_meta,
     encode_partials,
     encode_ticket,
 )
+from streams.core.chunks import IdChunk, IdChunks
+from streams.core.customer_state import CustomerState
 from streams.core.pipeline import CoreConfig, Processor
 from streams.core.registry import BASE_BY_NAME, FAMILIES
 from streams.runtime.group import TaskGroup
@@ -111,6 +115,36 @@ def ticket_key(customer_id: str, ticket_id: str) -> bytes:
     return b"t|" + customer_id.encode() + b"\x00" + ticket_id.encode()
 
 
+def ids_key(customer_id: str, chunk: int) -> bytes:
+    """Key of a chunk of a customer's dedupe ids (see :class:`streams.core.chunks.IdChunks`)."""
+    return b"i|" + customer_id.encode() + b"\x00" + str(chunk).encode()
+
+
+def id_chunk_records(customer_id: str, chunks: list[IdChunk]) -> list[tuple[bytes, bytes | None]]:
+    """Changelog records (key, value; ``None``: a tombstone) of a customer's id chunks."""
+    return [(ids_key(customer_id, number), None if ids is None else encode_ids(ids)) for number, ids in chunks]
+
+
+def restore_ids(customers: dict[str, CustomerState], id_records: dict[bytes, bytes], id_chunks: IdChunks,
+                bound: int) -> int:
+    """Give the restored customers the ids of their chunks (``id_records``: the live
+    ``i|`` records of the changelog) and ``id_chunks`` their layout; returns how many
+    chunks belonged to no customer (none should: a customer and its chunks are written
+    in the same transaction, and customers are never deleted)."""
+    by_customer: dict[str, dict[int, dict[str, int]]] = defaultdict(dict)
+    for key, raw in id_records.items():
+        customer_id, _, number = key[2:].rpartition(b"\x00")
+        by_customer[customer_id.decode()][int(number)] = decode_ids(raw)
+    orphans = 0
+    for customer_id, chunks in by_customer.items():
+        customer = customers.get(customer_id)
+        if customer is None:
+            orphans += len(chunks)
+            continue
+        id_chunks.restored(customer_id, customer.seen, chunks, bound)
+    return orphans
+
+
 class Stage1Task:
     """The processor of one input partition index and its transactional producer."""
 
@@ -119,6 +153,7 @@ class Stage1Task:
         self.stage = stage
         self.settings = stage.settings
         self.processor = Processor(stage.config)
+        self.id_chunks = IdChunks(spill_at=stage.settings.dedupe_inline_ids)
         self.homes = HomePartitions(stage.tasks_total)  # customer_id -> its input partition
         self.producer = transactional_producer(stage.settings, f"{stage.settings.app_id}-stage1-{index}")
         self.positions: dict[int, int] = {}
@@ -144,7 +179,8 @@ class Stage1Task:
     async def open(self) -> dict[int, int]:
         """Fence older producers of this task, restore state; returns where to read from."""
         await self.producer.start()  # InitProducerId: fences zombies, aborts their transaction
-        customers, tickets, meta = {}, {}, None
+        customers: dict[bytes, CustomerState] = {}
+        tickets, id_records, meta = {}, {}, None
         policies = self.stage.config.policies
         async for key, value in read_partition(self.settings, stage1_changelog(self.settings), self.index):
             if key == META_KEY:
@@ -154,6 +190,11 @@ class Stage1Task:
                     customers.pop(key, None)
                 else:
                     customers[key] = decode_customer(value)
+            elif key.startswith(b"i|"):
+                if value is None:
+                    id_records.pop(key, None)
+                else:
+                    id_records[key] = value
             elif key.startswith(b"t|"):
                 if value is None:
                     tickets.pop(key, None)
@@ -162,6 +203,11 @@ class Stage1Task:
         if meta is None:
             log.info("stage1 task %d: no state, starting from the beginning", self.index)
             return {}
+        by_id = {customer.customer_id: customer for customer in customers.values()}
+        orphans = restore_ids(by_id, id_records, self.id_chunks, self.stage.config.dedupe_max_ids_per_customer)
+        if orphans:
+            log.warning("stage1 task %d: %d chunks of dedupe ids of no customer in the changelog (ignored)",
+                        self.index, orphans)
         self.processor.restore(list(customers.values()), list(tickets.values()),
                                meta.applied_until_ms, meta.max_event_ms, meta.slot_max)
         self.processor.labels.restore(meta.labels)
@@ -170,8 +216,10 @@ class Stage1Task:
         self.positions = dict(meta.resume)
         self.reported_watermark = meta.applied_until_ms
         log.info(
-            "stage1 task %d: restored %d customers, %d tickets; resuming at %s (checkpoint %s)",
-            self.index, len(customers), len(tickets), meta.resume, meta.positions,
+            "stage1 task %d: restored %d customers (%d with their dedupe ids in %d chunks), %d tickets; "
+            "resuming at %s (checkpoint %s)",
+            self.index, len(customers), len(self.id_chunks.spilled), len(id_records), len(tickets),
+            meta.resume, meta.positions,
         )
         return dict(meta.resume)
 
@@ -341,8 +389,17 @@ class Stage1Task:
         # customers per commit while catching up
         budget = LoopBudget()
         index = self.index
-        await extend_sliced(outgoing, customers,
-                            lambda c: (changelog, encode_customer(c), customer_key(c.customer_id), index), budget)
+        plan_ids = self.id_chunks.plan
+        id_chunk_writes: list[tuple[bytes, bytes | None]] = []
+
+        def customer_record(c: CustomerState) -> Outgoing:
+            inline, chunks = plan_ids(c.customer_id, c.seen)
+            if chunks:
+                id_chunk_writes.extend(id_chunk_records(c.customer_id, chunks))
+            return (changelog, encode_customer(c, ids=inline), customer_key(c.customer_id), index)
+
+        await extend_sliced(outgoing, customers, customer_record, budget)
+        outgoing.extend((changelog, value, key, index) for key, value in id_chunk_writes)
         await extend_sliced(outgoing, tickets,
                             lambda t: (changelog, encode_ticket(t), ticket_key(t.customer_id, t.ticket_id), index),
                             budget)

@@ -1,0 +1,179 @@
+"""A customer's dedupe ids in the stage-1 changelog (streams.core.chunks.IdChunks and the
+runtime's records): in the customer's own record while there are few, in chunks of
+their own beyond ``spill_at``, appended per commit and rewritten every ``max_chunks``.
+Whatever a compacted changelog holds must restore every id the task still remembers,
+in the order applied, and nothing it never had."""
+
+from __future__ import annotations
+
+import msgspec
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from streams.codec.state import decode_customer, decode_ids, encode_customer, encode_ids
+from streams.core.chunks import IdChunks
+from streams.core.customer_state import CustomerState
+from streams.runtime.stage1 import customer_key, id_chunk_records, ids_key, restore_ids
+
+
+def ids(*numbers: int) -> dict[str, int]:
+    return {f"e{n}": 1_000 + n for n in numbers}
+
+
+def test_a_customer_with_few_ids_keeps_them_in_its_record():
+    chunks = IdChunks(spill_at=3)
+    assert chunks.plan("c", ids(1, 2, 3)) == (True, [])
+    assert chunks.spilled == {}
+
+
+def test_ids_beyond_spill_at_are_written_whole_then_appended_then_rewritten():
+    chunks = IdChunks(spill_at=3, max_chunks=3)
+    seen = ids(1, 2, 3, 4)
+    assert chunks.plan("c", seen) == (False, [(0, ids(1, 2, 3, 4))])
+    seen.update(ids(5, 6))
+    assert chunks.plan("c", seen) == (False, [(1, ids(5, 6))])
+    assert chunks.plan("c", seen) == (False, [])  # nothing new: nothing to write
+    seen.update(ids(7))
+    assert chunks.plan("c", seen) == (False, [(2, ids(7))])
+    # three chunks: the next write rewrites them and deletes chunks 1 and 2
+    seen.update(ids(8))
+    assert chunks.plan("c", seen) == (False, [(0, ids(1, 2, 3, 4, 5, 6, 7, 8)), (1, None), (2, None)])
+    assert chunks.spilled == {"c": (1, "e8")}
+
+
+def test_at_half_spill_at_the_ids_return_to_the_record_and_every_chunk_is_deleted():
+    chunks = IdChunks(spill_at=4)
+    seen = ids(1, 2, 3, 4, 5)
+    chunks.plan("c", seen)
+    seen.update(ids(6))
+    chunks.plan("c", seen)
+    for n in (1, 2, 3):
+        del seen[f"e{n}"]
+    assert chunks.plan("c", seen) == (False, [])  # 3 ids: still above half of spill_at
+    del seen["e4"]
+    assert chunks.plan("c", seen) == (True, [(0, None), (1, None)])
+    assert chunks.spilled == {}
+
+
+def test_when_the_last_id_written_is_gone_the_ids_are_rewritten():
+    chunks = IdChunks(spill_at=2)
+    seen = ids(1, 2, 3)
+    chunks.plan("c", seen)
+    seen.update(ids(4))
+    del seen["e3"]  # a sweep removed the last id written (a late event of an old time)
+    assert chunks.plan("c", seen) == (False, [(0, ids(1, 2, 4))])
+
+
+def test_a_rewrite_beyond_max_ids_is_split_in_order_and_the_split_undone():
+    chunks = IdChunks(spill_at=2, max_chunks=4, max_ids=3)
+    seen = ids(*range(7))
+    assert chunks.plan("c", seen) == (False, [(0, ids(0, 1, 2)), (1, ids(3, 4, 5)), (2, ids(6))])
+    for n in range(4):
+        del seen[f"e{n}"]
+    seen.update(ids(9))
+    assert chunks.plan("c", seen) == (False, [(3, ids(9))])
+    seen.update(ids(10))
+    # four chunks: rewritten into two, the other two deleted
+    assert chunks.plan("c", seen) == (False, [(0, ids(4, 5, 6)), (1, ids(9, 10)), (2, None), (3, None)])
+
+
+def test_restored_chunks_are_joined_in_order_within_the_bound():
+    chunks = IdChunks(spill_at=2)
+    seen: dict[str, int] = {}
+    chunks.restored("c", seen, {1: ids(5, 6), 0: ids(1, 2, 3, 4)}, bound=4)
+    assert list(seen) == ["e3", "e4", "e5", "e6"]  # the bound drops the first applied
+    assert chunks.spilled == {"c": (2, "e6")}
+    seen.update(ids(7))
+    assert chunks.plan("c", seen) == (False, [(2, ids(7))])
+
+
+def test_the_customer_record_leaves_its_ids_to_the_chunks_and_keeps_them_in_memory():
+    customer = CustomerState("c1", last_event_ms=5, seen=ids(1, 2))
+    assert msgspec.msgpack.decode(encode_customer(customer, ids=False)) == {"customer_id": "c1", "last_event_ms": 5}
+    assert customer.seen == ids(1, 2)
+    assert decode_customer(encode_customer(customer)) == customer
+    assert list(decode_ids(encode_ids(ids(3, 1, 2)))) == ["e3", "e1", "e2"]  # the order applied
+    assert id_chunk_records("c1", [(0, ids(1)), (1, None)]) == [
+        (b"i|c1\x000", encode_ids(ids(1))), (b"i|c1\x001", None)]
+
+
+def test_chunks_of_a_customer_not_in_the_changelog_are_counted_not_restored():
+    chunks = IdChunks()
+    customers = {"c1": CustomerState("c1")}
+    records = {ids_key("c1", 0): encode_ids(ids(1)), ids_key("gone", 0): encode_ids(ids(2)),
+               ids_key("gone", 1): encode_ids(ids(3))}
+    assert restore_ids(customers, records, chunks, bound=100) == 2
+    assert customers["c1"].seen == ids(1) and set(chunks.spilled) == {"c1"}
+
+
+@pytest.mark.parametrize("bad", [dict(spill_at=0), dict(max_chunks=0), dict(max_ids=0)])
+def test_nonsense_sizes_are_refused(bad):
+    with pytest.raises(ValueError):
+        IdChunks(**bad)
+
+
+# --- whatever happens, the changelog restores what the task remembers -------------------------
+
+operation = st.one_of(
+    st.tuples(st.just("apply"), st.integers(1, 12)),   # that many new ids
+    st.tuples(st.just("sweep"), st.integers(0, 2**16)),  # remove some old ids (a bit mask)
+    st.tuples(st.just("commit"), st.just(0)),
+    st.tuples(st.just("restart"), st.just(0)),           # commit, crash, restore
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(ops=st.lists(operation, max_size=60), spill_at=st.integers(1, 8), max_chunks=st.integers(1, 5),
+       max_ids=st.integers(1, 10), bound=st.integers(1, 40))
+def test_the_changelog_restores_every_id_remembered_in_order(ops, spill_at, max_chunks, max_ids, bound):
+    chunks = IdChunks(spill_at, max_chunks, max_ids)
+    customer = CustomerState("c1")
+    log: dict[bytes, bytes] = {}  # compacted: the last value per key
+    removed: set[str] = set()
+    next_id = 0
+
+    def commit() -> None:
+        inline, writes = chunks.plan("c1", customer.seen)
+        log[customer_key("c1")] = encode_customer(customer, ids=inline)
+        for key, value in id_chunk_records("c1", writes):
+            if value is None:
+                assert key in log, "a chunk deleted that was never written"
+                del log[key]
+            else:
+                log[key] = value
+        assert sum(key.startswith(b"i|") for key in log) <= max(max_chunks, -(-bound // max_ids) + 1)
+
+    def restore() -> tuple[IdChunks, CustomerState]:
+        fresh = IdChunks(spill_at, max_chunks, max_ids)
+        restored = decode_customer(log[customer_key("c1")])
+        id_records = {key: value for key, value in log.items() if key.startswith(b"i|")}
+        assert restore_ids({"c1": restored}, id_records, fresh, bound) == 0
+        return fresh, restored
+
+    for kind, arg in ops:
+        if kind == "apply":
+            for _ in range(arg):
+                customer.seen[f"e{next_id}"] = next_id
+                next_id += 1
+                if len(customer.seen) > bound:  # the per-customer bound, as Processor._remember
+                    removed.add(next(iter(customer.seen)))
+                    del customer.seen[next(iter(customer.seen))]
+        elif kind == "sweep":
+            for i, event_id in enumerate(list(customer.seen)):
+                if arg >> (i % 16) & 1 and i < len(customer.seen) // 2:
+                    removed.add(event_id)
+                    del customer.seen[event_id]
+        else:
+            commit()
+            _, restored = restore()
+            live = list(customer.seen)
+            back = list(restored.seen)
+            # everything remembered is back, in the order applied; anything more was
+            # remembered once (swept or evicted since), and the bound holds
+            assert set(live) <= set(back) and set(back) - set(live) <= removed
+            assert [event_id for event_id in back if event_id in customer.seen] == live
+            assert len(back) <= bound
+            assert all(restored.seen[event_id] == int(event_id[1:]) for event_id in back)
+            if kind == "restart":
+                chunks, customer = restore()
