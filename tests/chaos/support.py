@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
+import random
 import re
 import subprocess
 import sys
@@ -76,9 +78,28 @@ class Workload:
         return len(self.messages) + len(self.heartbeats)
 
 
+LATE_DUPLICATES = 0.01
+LATE_DUPLICATE_DELAY_MS = (10 * 60_000, 2 * 3_600_000)
+
+
+def with_late_duplicates(messages: list[simulate.SimMessage], share: float, seed: int) -> list[simulate.SimMessage]:
+    """``messages`` and a re-send of ``share`` of the clean ones 10 minutes to 2 hours of
+    event time later, in delivery order. The simulator's own duplicates come within 2
+    minutes: within the chaos run's out-of-orderness, so they always meet their original
+    still buffered (the task's pending set, rebuilt by re-reading input). These meet it
+    applied, in the customer's dedupe ids: after a kill, only if the ids were restored."""
+    rng = random.Random(seed)
+    resent = [
+        dataclasses.replace(m, delivered_at_ms=m.delivered_at_ms + rng.randint(*LATE_DUPLICATE_DELAY_MS),
+                            flaw="duplicate")
+        for m in messages if not m.flaw and rng.random() < share
+    ]
+    return sorted(messages + resent, key=lambda m: m.delivered_at_ms)  # stable: originals first
+
+
 def build_workload(seed: int, customers: int) -> Workload:
     config = simulate.SimConfig(seed=seed, customers=customers, duration="1d", late=0.0, tail="6h")
-    messages = list(simulate.generate(config))
+    messages = with_late_duplicates(list(simulate.generate(config)), LATE_DUPLICATES, seed)
     end_ms = max(m.event_time_ms for m in messages)
     heartbeats = [
         (TOPICS.interactions, event.customer_id.encode(), encode_event(event), partition)
@@ -278,6 +299,12 @@ class Fleet:
 
 
 RESTORED = re.compile(r"stage[12] task \d+: restored")
+ID_CHUNKS_RESTORED = re.compile(r"with their dedupe ids in (\d+) chunks")
+
+
+def id_chunks_restored(log: str) -> int:
+    """Chunks of customers' dedupe ids that stage-1 tasks restored (their log lines)."""
+    return sum(int(n) for n in ID_CHUNKS_RESTORED.findall(log))
 JOINED = re.compile(r"Joined group '([^']+)' \(generation (\d+)\) with member_id (\S+)")
 OWNS = re.compile(r"stage[12] owns partitions")
 REJOINING = re.compile(r"\(Re-\)joining group \S+-stage[12]\b")
@@ -422,6 +449,7 @@ class Figures:
             f"broker_restarts={self.broker_restarts}",
             f"rebalances=stage1:{generations.get('stage1', 0)}/stage2:{generations.get('stage2', 0)}",
             f"task_restores={len(RESTORED.findall(log))}",
+            f"id_chunks_restored={id_chunks_restored(log)}",
             f"failed_batches_recovered={log.count('restoring it from the changelog')}",
             *(f"{k}={v}" for k, v in self.extra.items()),
             f"records_compared={c.compared}",

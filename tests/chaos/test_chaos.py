@@ -24,6 +24,7 @@ from tests.chaos.support import (
     Producer,
     assert_exact,
     compare_with_replay,
+    id_chunks_restored,
     kpi_records_so_far,
     produce_heartbeats,
     produce_now,
@@ -62,7 +63,9 @@ def test_twenty_sigkills_mid_stream_lose_and_duplicate_nothing(chaos_broker, cha
     again after a random pause, while the producer streams the day."""
     rng = random.Random(SEED)
     began = time.monotonic()
-    fleet = Fleet(chaos_broker.bootstrap, "chaos-kill", tmp_path, dict(WORKER_ENV))
+    # and customers' dedupe ids in chunks beyond two ids (most customers: the workload's
+    # duplicates after a kill must meet the ids of the chunks restored)
+    fleet = Fleet(chaos_broker.bootstrap, "chaos-kill", tmp_path, {**WORKER_ENV, "CRM_KPI_DEDUPE_INLINE_IDS": "2"})
     with running(fleet):
         fleet.start(0)
         fleet.start(1)
@@ -87,6 +90,7 @@ def test_twenty_sigkills_mid_stream_lose_and_duplicate_nothing(chaos_broker, cha
         figures = Figures("kill-9", chaos_workload, fleet, comparison, time.monotonic() - began, idle)
         report(figures)
     assert fleet.kills == KILLS
+    assert id_chunks_restored(fleet.log_text()) > 0
     assert_exact(figures)
 
 
