@@ -31,7 +31,7 @@ import random
 import time
 import uuid
 
-from streams.codec.state import decode_customer, decode_ids, encode_customer
+from streams.codec.state import decode_customer, encode_customer
 from streams.core.chunks import SPILL_AT, IdChunks
 from streams.core.events import Event, make_event
 from streams.core.pipeline import CoreConfig, Processor

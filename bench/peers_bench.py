@@ -433,12 +433,14 @@ def worker_env(app_id: str, port: int, bootstrap: str, prefix: str = "") -> dict
     return env
 
 
-def start_worker(name: str, bootstrap: str, logdir: Path, prefix: str = "") -> tuple[Run, int, str]:
-    app_id = f"bench-{name}-{int(time.time())}"
+def start_worker(name: str, bootstrap: str, logdir: Path, prefix: str = "", app_id: str | None = None,
+                 log_level: str = "WARNING") -> tuple[Run, int, str]:
+    app_id = app_id or f"bench-{name}-{int(time.time())}"
     port = localkafka.free_port()
     command = [sys.executable, "-m", "streams.cli", "worker", "--bootstrap", bootstrap,
                "--metrics-port", str(port), "--app-id", app_id]
-    return spawn(name, command, logdir, worker_env(app_id, port, bootstrap, prefix)), port, app_id
+    env = {**worker_env(app_id, port, bootstrap, prefix), "CRM_KPI_LOG_LEVEL": log_level}
+    return spawn(name, command, logdir, env), port, app_id
 
 
 def attach_profiler(pid: int, logdir: Path, name: str = "worker") -> tuple[subprocess.Popen, Path] | None:
@@ -497,7 +499,8 @@ def run_worker(bootstrap: str, total: int, logdir: Path, timeout: float, profile
                     last_zero = (cpu, wall, sample["gc"])
                     continue
                 first = last_zero or (cpu, wall, sample["gc"])  # the last sample before any input counted
-                say(f"worker: first events after {time.monotonic() - run.began:.1f} s "
+                startup_wall = time.monotonic() - run.began
+                say(f"worker: first events after {startup_wall:.1f} s "
                     f"(start-up CPU {first[0]:.1f} s)")
             if time.monotonic() >= next_note:
                 next_note += 15
@@ -536,7 +539,8 @@ def run_worker(bootstrap: str, total: int, logdir: Path, timeout: float, profile
                                   finished=False, note="output never became current; figures to ingest"))
         return result
     result = figures("worker", total, current[0] - first[0], current[1] - first[1], hwm, finished=True,
-                     startup_cpu_seconds=round(first[0], 3),
+                     app_id=app_id, startup_cpu_seconds=round(first[0], 3),
+                     startup_wall_seconds=round(startup_wall, 3),
                      ingest_cpu_seconds=round(ingested[0] - first[0], 3),
                      ingest_wall_seconds=round(ingested[1] - first[1], 3),
                      ingest_wall_events_per_second=round(total / (ingested[1] - first[1])),
@@ -555,6 +559,82 @@ def run_worker(bootstrap: str, total: int, logdir: Path, timeout: float, profile
             for stage in ("stage1", "stage2"))
             + f"; KPI records {activity.get('kpi_records_final', 0):,.0f} final, "
               f"{activity.get('kpi_records_provisional', 0):,.0f} provisional")
+    return result
+
+
+_RESTORED_STAGE1 = re.compile(r"stage1 task \d+: restored (\d+) customers \((\d+) with their dedupe ids in "
+                              r"(\d+) chunks\), (\d+) tickets")
+_RESTORED_STAGE2 = re.compile(r"stage2 task \d+: restored (\d+) buckets, (\d+) published records")
+
+
+def restored_state(log: str) -> dict[str, int]:
+    """What the tasks of a worker restored, summed over its log's restore lines."""
+    out = dict.fromkeys(("customers", "customers_with_id_chunks", "id_chunks", "tickets", "buckets",
+                         "published_records"), 0)
+    for customers, spilled, chunks, tickets in _RESTORED_STAGE1.findall(log):
+        out["customers"] += int(customers)
+        out["customers_with_id_chunks"] += int(spilled)
+        out["id_chunks"] += int(chunks)
+        out["tickets"] += int(tickets)
+    for buckets, published in _RESTORED_STAGE2.findall(log):
+        out["buckets"] += int(buckets)
+        out["published_records"] += int(published)
+    return out
+
+
+def run_restart(bootstrap: str, app_id: str, fresh_startup_s: float | None, logdir: Path, timeout: float) -> dict:
+    """A worker started again with the worker phase's app id, after that one stopped with
+    its output current: how long until it has restored every task of both stages from
+    their changelogs (as after a deploy or a crash) and is current again, against a fresh
+    worker's start-up (to its first event) in the same run."""
+    changelogs = [f"{app_id}.stage1-changelog", f"{app_id}.stage2-changelog"]
+    # the changelogs' end offsets: records written (and transaction markers), before any
+    # compaction - an upper bound of what the restore reads
+    try:
+        ends = asyncio.run(localkafka.end_offsets(bootstrap, changelogs))
+        in_log = {name: sum(end for tp, end in ends.items() if tp[0] == name) for name in changelogs}
+    except Exception as exc:  # noqa: BLE001 - a figure less, not a failed phase
+        say(f"restart: could not read the changelogs' offsets ({exc})")
+        in_log = {}
+    run, port, _ = start_worker("restart", bootstrap, logdir, app_id=app_id, log_level="INFO")
+    say(f"restart: the worker again (app id {app_id}); changelog end offsets: "
+        + ", ".join(f"{name.rsplit('.', 1)[1]} {count:,}" for name, count in in_log.items()))
+    deadline = time.monotonic() + timeout
+    serving = owned = None
+    cpu = hwm = None
+    try:
+        while time.monotonic() < deadline:
+            time.sleep(0.1)
+            if run.process.poll() is not None:
+                say(f"restart: exited with {run.process.returncode}:\n{run.tail()}")
+                break
+            cpu, hwm = run.cpu(), proc_hwm(run.process.pid) or hwm
+            sample = scrape(port)
+            if sample is None:
+                continue
+            serving = serving or time.monotonic() - run.began
+            tasks = sample["owned"]
+            if tasks.get("stage1", 0) >= PARTITIONS and tasks.get("stage2", 0) >= PARTITIONS and sample["lag"] == 0:
+                owned = time.monotonic() - run.began
+                break
+    finally:
+        run.stop()
+    log = run.log_path.read_text(errors="replace")
+    state = restored_state(log)
+    if owned is None:
+        say(f"restart: not current again within {timeout:.0f} s:\n{run.tail()}")
+        return {"finished": False, "app_id": app_id, "restored": state,
+                "log": str(run.log_path.relative_to(REPO_ROOT))}
+    result = {
+        "finished": True, "app_id": app_id, "changelog_end_offsets": in_log, "restored": state,
+        "serving_after_s": round(serving or 0.0, 3), "current_after_s": round(owned, 3),
+        "cpu_seconds": round(cpu or 0.0, 3), "peak_rss_bytes": hwm,
+        "fresh_startup_s": fresh_startup_s,
+        "vs_fresh_startup": round(owned / fresh_startup_s, 2) if fresh_startup_s else None,
+    }
+    say(f"restart: every task restored and current after {owned:.1f} s (CPU {cpu or 0:.1f} s; a fresh worker's "
+        f"first event came after {fresh_startup_s or 0:.1f} s): {state['customers']:,} customers, "
+        f"{state['tickets']:,} tickets, {state['buckets']:,} buckets, peak RSS {(hwm or 0) / 2**20:,.0f} MiB")
     return result
 
 
@@ -926,8 +1006,9 @@ def main() -> None:
     parser.add_argument("--peer-events", type=int, default=None,
                         help="cap the naive peers (faust, quix) at the first N events (per-core rates are per event)")
     parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--only", default=",".join(CONTENDERS + ("latency", "core", "memory")),
-                        help="comma-separated subset of ceiling,worker,faust,quix,latency,core,memory")
+    parser.add_argument("--only", default=",".join(CONTENDERS + ("restart", "latency", "core", "memory")),
+                        help="comma-separated subset of ceiling,worker,faust,quix,restart,latency,core,memory "
+                             "(restart needs worker)")
     parser.add_argument("--timeout", type=float, default=1500, help="seconds per contender at most")
     parser.add_argument("--latency-seconds", type=float, default=60, help="how long to time events at 50 %% load")
     parser.add_argument("--latency-warmup", type=float, default=LATENCY_WARMUP_S,
@@ -942,7 +1023,7 @@ def main() -> None:
                         help="sample the worker with py-spy (collapsed stacks in the run's log directory)")
     args = parser.parse_args()
     only = set(args.only.split(","))
-    unknown = only - {*CONTENDERS, "latency", "core", "memory"}
+    unknown = only - {*CONTENDERS, "restart", "latency", "core", "memory"}
     if unknown:
         parser.error(f"--only: unknown phase(s) {', '.join(sorted(unknown))}")
     missing = missing_modules(only)
@@ -989,6 +1070,11 @@ def main() -> None:
                 tree = tree_state()
                 if name == "worker":
                     results[name] = run_worker(bootstrap, args.events, logdir, args.timeout, args.profile)
+                    if "restart" in only and results[name].get("finished"):
+                        tree = tree_state()
+                        extra["restart"] = {**run_restart(bootstrap, results[name]["app_id"],
+                                                          results[name].get("startup_wall_seconds"), logdir,
+                                                          args.timeout), "tree": tree}
                 elif name == "ceiling":
                     results[name] = run_peer(name, bootstrap, list(INPUTS), args.events, logdir, args.timeout, stamp)
                 else:
@@ -1033,6 +1119,11 @@ def main() -> None:
     for key, value in document["ratios"].items():
         if key.startswith("worker/"):
             print(f"{key:<16} {value:8.3f}×")
+    if extra.get("restart", {}).get("finished"):
+        restart = extra["restart"]
+        print(f"restart: restored and current after {restart['current_after_s']:.1f} s "
+              f"({restart['restored']['customers']:,} customers; a fresh worker's first event after "
+              f"{restart['fresh_startup_s'] or 0:.1f} s)")
     if "latency" in extra and extra["latency"].get("p99_s") is not None:
         lat = extra["latency"]
         print(f"latency (ingest → crm_events_processed_total) at {lat['rate_events_per_second']:,}/s: "

@@ -107,6 +107,11 @@ def family_partition(family: str, partitions: int) -> int:
     return FAMILIES.index(family) % partitions
 
 
+RESTORED_MESSAGE = ("stage1 task %d: restored %d customers (%d with their dedupe ids in %d chunks), %d tickets; "
+                    "resuming at %s (checkpoint %s)")
+"""The log line of a restored task (the chaos suite and the bench's restart phase read it)."""
+
+
 def customer_key(customer_id: str) -> bytes:
     return b"c|" + customer_id.encode()
 
@@ -215,12 +220,8 @@ class Stage1Task:
         self.skip_until_ms = meta.applied_until_ms
         self.positions = dict(meta.resume)
         self.reported_watermark = meta.applied_until_ms
-        log.info(
-            "stage1 task %d: restored %d customers (%d with their dedupe ids in %d chunks), %d tickets; "
-            "resuming at %s (checkpoint %s)",
-            self.index, len(customers), len(self.id_chunks.spilled), len(id_records), len(tickets),
-            meta.resume, meta.positions,
-        )
+        log.info(RESTORED_MESSAGE, self.index, len(customers), len(self.id_chunks.spilled), len(id_records),
+                 len(tickets), meta.resume, meta.positions)
         return dict(meta.resume)
 
     async def close(self) -> None:

@@ -60,6 +60,8 @@ from streams.settings import Settings
 log = logging.getLogger("crm_kpi.stage2")
 
 META_KEY = b"m"
+RESTORED_MESSAGE = "stage2 task %d: restored %d buckets, %d published records; resuming at %d"
+"""The log line of a restored task (the bench's restart phase reads it)."""
 
 # windows published (final, or live figures) between two hand-backs of the event loop
 CLOSE_SLICE = 4
@@ -200,8 +202,7 @@ class Stage2Task:
         self.marks = {int(task): (wm, idle) for task, (wm, idle) in meta["marks"].items()}
         self.tasks_total = meta["tasks"]
         self.position = meta["position"]
-        log.info("stage2 task %d: restored %d buckets, %d published records; resuming at %d",
-                 self.index, len(buckets), len(published), self.position)
+        log.info(RESTORED_MESSAGE, self.index, len(buckets), len(published), self.position)
         return self.position
 
     def _parse_bucket(self, key: bytes, value: bytes):

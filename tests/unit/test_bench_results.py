@@ -73,3 +73,20 @@ crm_consumer_lag{topic="crm.tickets.v1",partition="3"} 5.0
                                   "kpi_records_final": 900.0, "kpi_records_provisional": 70.0}
     assert sample["processed"] == {("crm.tickets.v1", 3): 42.0}
     assert sample["lag"] == 5.0
+
+
+def test_the_restart_phase_sums_what_the_tasks_restored_from_their_log_lines():
+    """The restart phase reads the runtime's own restore lines (their format strings, so
+    a change of wording cannot silently zero the figures)."""
+    from bench.peers_bench import restored_state
+    from streams.runtime import stage1, stage2
+
+    log = "\n".join([
+        "[2026-12-07 06:01:09,080] [5910] [INFO] worker started",
+        "[...] [INFO] " + stage1.RESTORED_MESSAGE % (0, 41023, 2, 9, 4050, {0: 19068}, {0: 19068}),
+        "[...] [INFO] " + stage2.RESTORED_MESSAGE % (0, 40948, 55549, 175),
+        "[...] [INFO] " + stage1.RESTORED_MESSAGE % (1, 41094, 0, 0, 3973, {0: 18877}, {0: 18877}),
+        "[...] [INFO] " + stage2.RESTORED_MESSAGE % (1, 19555, 18520, 174),
+    ])
+    assert restored_state(log) == {"customers": 82117, "customers_with_id_chunks": 2, "id_chunks": 9,
+                                   "tickets": 8023, "buckets": 60503, "published_records": 74069}
