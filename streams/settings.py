@@ -64,6 +64,11 @@ class Settings(BaseSettings):
     topics: Topics = Field(default_factory=Topics, description="topic names")
     partitions: int = Field(6, ge=1, le=1024, description="partitions when the tool creates topics")
     replication_factor: int = Field(1, ge=1, le=16, description="replication factor when the tool creates topics")
+    changelog_segment_bytes: int = Field(
+        64 * 1024 * 1024, ge=1024 * 1024, le=1024 * 1024 * 1024,
+        description="segment.bytes of the changelog topics the tool creates: Kafka never compacts the active "
+        "segment, so a restore reads up to this much per partition on top of the state (broker default: 1 GiB)",
+    )
 
     # --- Kafka security ----------------------------------------------------------
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(

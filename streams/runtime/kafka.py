@@ -100,6 +100,49 @@ def stage2_changelog(settings: Settings) -> str:
     return f"{settings.app_id}.stage2-changelog"
 
 
+def changelog_configs(settings: Settings) -> dict[str, str]:
+    """Topic configs of the changelogs: compacted, and segments small enough that the
+    part Kafka has not compacted yet - at least the active segment, which it never
+    compacts - stays a small share of a restore (with the broker's 1 GiB default a
+    long-running worker's restore read everything written since the last roll)."""
+    return {"cleanup.policy": "compact", "max.message.bytes": str(MAX_MESSAGE_BYTES),
+            "segment.bytes": str(settings.changelog_segment_bytes)}
+
+
+def changelog_config_warnings(settings: Settings, configs: dict[str, dict[str, str]]) -> list[str]:
+    """What is wrong with the configs of existing changelog topics (created by an older
+    version or by hand), each with the command that fixes it. The worker does not alter
+    them itself: the AlterConfigs request aiokafka has replaces a topic's whole config."""
+    wanted = changelog_configs(settings)
+    lines = []
+    for topic, config in sorted(configs.items()):
+        if "compact" not in config.get("cleanup.policy", "").split(","):
+            lines.append(f"changelog topic {topic} is not compacted (cleanup.policy="
+                         f"{config.get('cleanup.policy', '?')}): it keeps every state change forever and a restore "
+                         f"reads them all; kafka-configs.sh --bootstrap-server <broker> --alter --entity-type topics "
+                         f"--entity-name {topic} --add-config cleanup.policy=compact")
+        segment = config.get("segment.bytes")
+        if segment is not None and segment.isdigit() and int(segment) > settings.changelog_segment_bytes:
+            lines.append(f"changelog topic {topic} has segment.bytes={segment}: Kafka never compacts the active "
+                         f"segment, so a restore may read that much per partition on top of the state; "
+                         f"kafka-configs.sh --bootstrap-server <broker> --alter --entity-type topics "
+                         f"--entity-name {topic} --add-config segment.bytes={wanted['segment.bytes']}")
+    return lines
+
+
+async def topic_configs(admin: AIOKafkaAdminClient, topics: list[str]) -> dict[str, dict[str, str]]:
+    """The effective configs of ``topics`` (name -> value), as DescribeConfigs answers."""
+    from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+    responses = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, t) for t in topics])
+    out: dict[str, dict[str, str]] = {}
+    for response in responses:
+        for error_code, _message, _kind, name, entries in response.resources:
+            if error_code == 0:
+                out[name] = {entry[0]: entry[1] for entry in entries if entry[1] is not None}
+    return out
+
+
 async def topic_partitions(settings: Settings, topic: str) -> int | None:
     admin = AIOKafkaAdminClient(**client_options(settings))
     await admin.start()
@@ -141,8 +184,8 @@ async def ensure_topics(settings: Settings) -> int:
             topics.sla: (partitions, {}),
             topics.signals: (partitions, {}),
             topics.dlq: (partitions, {"max.message.bytes": str(MAX_MESSAGE_BYTES)}),
-            stage1_changelog(settings): (partitions, {**compact, "max.message.bytes": str(MAX_MESSAGE_BYTES)}),
-            stage2_changelog(settings): (partitions, {**compact, "max.message.bytes": str(MAX_MESSAGE_BYTES)}),
+            stage1_changelog(settings): (partitions, changelog_configs(settings)),
+            stage2_changelog(settings): (partitions, changelog_configs(settings)),
         }
         missing = [
             NewTopic(name, count, settings.replication_factor, topic_configs=config)
@@ -156,6 +199,10 @@ async def ensure_topics(settings: Settings) -> int:
                     raise RuntimeError(f"could not create topic {name}: error {code}")
             log.info("created topics: %s", ", ".join(t.name for t in missing))
             await _await_leaders(admin, [t.name for t in missing])
+        older = [name for name in (stage1_changelog(settings), stage2_changelog(settings)) if name in existing]
+        if older:
+            for line in changelog_config_warnings(settings, await topic_configs(admin, older)):
+                log.warning("%s", line)
         return partitions
     finally:
         await admin.close()
