@@ -6,15 +6,58 @@ restored again with backoff when a batch cannot be committed."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections.abc import AsyncIterator
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
 
-from streams.runtime.kafka import TaskFenced, reopen_with_backoff
+from streams.runtime.kafka import TaskFenced, group_options, reopen_with_backoff
 from streams.runtime.stats import RuntimeStats
 
 log = logging.getLogger("crm_kpi.group")
+
+
+HEARTBEAT_EVERY_S = group_options()["heartbeat_interval_ms"] / 1000
+
+
+@contextlib.asynccontextmanager
+async def heartbeats(consumer: AIOKafkaConsumer | None, every_s: float = HEARTBEAT_EVERY_S) -> AsyncIterator[None]:
+    """Keep the consumer's group membership alive while the rebalance listener runs.
+
+    aiokafka (0.12-0.14, ``GroupCoordinator.ensure_active_group``) stops its heartbeat
+    task before it rejoins and starts it again only after the listener has returned, so
+    a listener that takes longer than the session timeout - restoring tasks from their
+    changelogs: ~11 s for a quarter of a million customers on this machine - gets the
+    member expelled; it then rejoins, is assigned the same partitions, restores them
+    again, and never gets out of that loop. Java's consumer heartbeats from its own
+    thread meanwhile; this does the same with aiokafka's own heartbeat request. A
+    rebalance that starts meanwhile is noted by that request (the member rejoins after
+    the listener) as aiokafka's heartbeat task would."""
+    coordinator = getattr(consumer, "_coordinator", None)
+    beat = getattr(coordinator, "_do_heartbeat", None)
+    if beat is None:  # no group, or an aiokafka without it: nothing to keep alive
+        yield
+        return
+
+    async def loop() -> None:
+        while True:
+            await asyncio.sleep(every_s)
+            if not getattr(coordinator, "member_id", ""):
+                return  # expelled or left: the coordinator rejoins after the listener
+            try:
+                await beat()
+            except Exception as exc:  # noqa: BLE001 - the coordinator's own task would retry too
+                log.warning("heartbeat during the rebalance listener failed: %s: %s", type(exc).__name__, exc)
+
+    task = asyncio.create_task(loop(), name="rebalance-heartbeats")
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 class _Rebalance(ConsumerRebalanceListener):
@@ -22,10 +65,12 @@ class _Rebalance(ConsumerRebalanceListener):
         self.group = group
 
     async def on_partitions_revoked(self, revoked):
+        # (aiokafka's heartbeat task still runs while partitions are revoked)
         await self.group.revoke({tp.partition for tp in revoked})
 
     async def on_partitions_assigned(self, assigned):
-        await self.group.assign({tp.partition for tp in assigned})
+        async with heartbeats(self.group.consumer):
+            await self.group.assign({tp.partition for tp in assigned})
 
 
 class TaskGroup:
