@@ -582,7 +582,8 @@ def restored_state(log: str) -> dict[str, int]:
     return out
 
 
-def run_restart(bootstrap: str, app_id: str, fresh_startup_s: float | None, logdir: Path, timeout: float) -> dict:
+def run_restart(bootstrap: str, app_id: str, fresh_startup_s: float | None, logdir: Path, timeout: float,
+                profile: bool = False) -> dict:
     """A worker started again with the worker phase's app id, after that one stopped with
     its output current: how long until it has restored every task of both stages from
     their changelogs (as after a deploy or a crash) and is current again, against a fresh
@@ -597,6 +598,7 @@ def run_restart(bootstrap: str, app_id: str, fresh_startup_s: float | None, logd
         say(f"restart: could not read the changelogs' offsets ({exc})")
         in_log = {}
     run, port, _ = start_worker("restart", bootstrap, logdir, app_id=app_id, log_level="INFO")
+    profiler = attach_profiler(run.process.pid, logdir, "restart") if profile else None
     say(f"restart: the worker again (app id {app_id}); changelog end offsets: "
         + ", ".join(f"{name.rsplit('.', 1)[1]} {count:,}" for name, count in in_log.items()))
     deadline = time.monotonic() + timeout
@@ -619,6 +621,7 @@ def run_restart(bootstrap: str, app_id: str, fresh_startup_s: float | None, logd
                 break
     finally:
         run.stop()
+        finish_profiler(profiler, "restart")
     log = run.log_path.read_text(errors="replace")
     state = restored_state(log)
     if owned is None:
@@ -1074,7 +1077,7 @@ def main() -> None:
                         tree = tree_state()
                         extra["restart"] = {**run_restart(bootstrap, results[name]["app_id"],
                                                           results[name].get("startup_wall_seconds"), logdir,
-                                                          args.timeout), "tree": tree}
+                                                          args.timeout, args.profile), "tree": tree}
                 elif name == "ceiling":
                     results[name] = run_peer(name, bootstrap, list(INPUTS), args.events, logdir, args.timeout, stamp)
                 else:

@@ -107,6 +107,7 @@ def family_partition(family: str, partitions: int) -> int:
     return FAMILIES.index(family) % partitions
 
 
+RESTORE_SLICE = 20_000  # changelog records decoded between two yields to the event loop (~40 ms)
 RESTORED_MESSAGE = ("stage1 task %d: restored %d customers (%d with their dedupe ids in %d chunks), %d tickets; "
                     "resuming at %s (checkpoint %s)")
 """The log line of a restored task (the chaos suite and the bench's restart phase read it)."""
@@ -184,30 +185,33 @@ class Stage1Task:
     async def open(self) -> dict[int, int]:
         """Fence older producers of this task, restore state; returns where to read from."""
         await self.producer.start()  # InitProducerId: fences zombies, aborts their transaction
-        customers: dict[bytes, CustomerState] = {}
-        tickets, id_records, meta = {}, {}, None
-        policies = self.stage.config.policies
+        # the last value of every key, as compaction would leave it; decoded afterwards, so
+        # a key written many times since the last cleaning is decoded once
+        records: dict[bytes, bytes] = {}
         async for key, value in read_partition(self.settings, stage1_changelog(self.settings), self.index):
-            if key == META_KEY:
-                meta = decode_meta(value) if value is not None else None
-            elif key.startswith(b"c|"):
-                if value is None:
-                    customers.pop(key, None)
-                else:
-                    customers[key] = decode_customer(value)
-            elif key.startswith(b"i|"):
-                if value is None:
-                    id_records.pop(key, None)
-                else:
-                    id_records[key] = value
-            elif key.startswith(b"t|"):
-                if value is None:
-                    tickets.pop(key, None)
-                else:
-                    tickets[key] = decode_ticket(value, policies)
-        if meta is None:
+            if value is None:
+                records.pop(key, None)
+            else:
+                records[key] = value
+        raw_meta = records.pop(META_KEY, None)
+        if raw_meta is None:
             log.info("stage1 task %d: no state, starting from the beginning", self.index)
             return {}
+        meta = decode_meta(raw_meta)
+        policies = self.stage.config.policies
+        customers: dict[bytes, CustomerState] = {}
+        tickets, id_records = {}, {}
+        for count, (key, value) in enumerate(records.items(), 1):
+            kind = key[:2]
+            if kind == b"c|":
+                customers[key] = decode_customer(value)
+            elif kind == b"t|":
+                tickets[key] = decode_ticket(value, policies)
+            elif kind == b"i|":
+                id_records[key] = value
+            if count % RESTORE_SLICE == 0:
+                await asyncio.sleep(0)  # heartbeats and /metrics meanwhile
+        del records
         by_id = {customer.customer_id: customer for customer in customers.values()}
         orphans = restore_ids(by_id, id_records, self.id_chunks, self.stage.config.dedupe_max_ids_per_customer)
         if orphans:
