@@ -181,6 +181,9 @@ class WorkerCollector(Collector):
             ("crm_batch_processing_seconds", s.batch_seconds,
              "time to commit one Kafka transaction (encode, send, broker's confirmation); a task commits "
              "the batches since its last commit at once"),
+            ("crm_task_restore_seconds", s.restore_seconds,
+             "time to open a task: restore its state from the changelog and seek its input (after an "
+             "assignment or a failed batch)"),
         ):
             family = HistogramMetricFamily(name, help_text, labels=["stage"])
             for stage, histogram in sorted(histograms.items()):

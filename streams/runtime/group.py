@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -89,6 +90,12 @@ class TaskGroup:
         """Create, restore and register the task of partition ``index``; seek its input."""
         raise NotImplementedError
 
+    async def _open_timed(self, index: int) -> None:
+        """:meth:`_open_task`, its duration observed (``crm_task_restore_seconds``)."""
+        began = time.monotonic()
+        await self._open_task(index)
+        self.stats.observe_restore(self.stage, time.monotonic() - began)
+
     async def start(self) -> None:
         await self.consumer.start()
         self.consumer.subscribe(self.topics, listener=_Rebalance(self))
@@ -109,7 +116,7 @@ class TaskGroup:
         delay = self.open_retry_delay
         while True:
             try:
-                await self._open_task(index)
+                await self._open_timed(index)
                 return
             except TaskFenced:
                 return  # another worker owns it now
@@ -154,7 +161,7 @@ class TaskGroup:
             self.stats.owned[(self.stage, "tasks")] = len(self.tasks)
             return
         self.stats.recoveries[self.stage] += 1
-        await reopen_with_backoff(self.stage, index, error, self._drop, self._open_task)
+        await reopen_with_backoff(self.stage, index, error, self._drop, self._open_timed)
 
     async def stop(self) -> None:
         async with self.lock:

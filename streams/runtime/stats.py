@@ -22,6 +22,8 @@ TICKET_COUNTERS = (
 BATCH_SIZE_BUCKETS = (1, 10, 100, 1_000, 5_000, 20_000, 100_000)
 BATCH_SECONDS_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 STALL_SECONDS_BUCKETS = (0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+# a task's restore from its changelog; 45 s is the group's session timeout
+RESTORE_SECONDS_BUCKETS = (0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 45.0, 90.0, 300.0)
 
 
 @dataclass
@@ -67,6 +69,7 @@ class RuntimeStats:
     label_overflow: Counter = field(default_factory=Counter)  # label -> values mapped to "other"
     batch_sizes: dict[str, Histogram] = field(default_factory=dict)
     batch_seconds: dict[str, Histogram] = field(default_factory=dict)
+    restore_seconds: dict[str, Histogram] = field(default_factory=dict)
     loop_stalls: Histogram = field(default_factory=lambda: Histogram(STALL_SECONDS_BUCKETS))
     gc_seconds: Counter = field(default_factory=Counter)  # generation -> seconds in garbage collection
     gc_collections: Counter = field(default_factory=Counter)  # generation -> collections
@@ -94,6 +97,7 @@ class RuntimeStats:
             self.published[final] += 0
         for stage in ("stage1", "stage2"):
             self.recoveries[stage] += 0
+            self.restore_seconds.setdefault(stage, Histogram(RESTORE_SECONDS_BUCKETS))
         from streams.core.labels import LIMITED_LABELS
 
         for label in LIMITED_LABELS:
@@ -114,6 +118,10 @@ class RuntimeStats:
 
     def observe_seconds(self, stage: str, seconds: float) -> None:
         self.batch_seconds.setdefault(stage, Histogram(BATCH_SECONDS_BUCKETS)).observe(seconds)
+
+    def observe_restore(self, stage: str, seconds: float) -> None:
+        """A task of ``stage`` was opened: restored from its changelog in ``seconds``."""
+        self.restore_seconds.setdefault(stage, Histogram(RESTORE_SECONDS_BUCKETS)).observe(seconds)
 
     def sla_events_from(self, records: list[SlaRecord]) -> None:
         for record in records:

@@ -38,3 +38,20 @@ def test_an_assigned_task_that_cannot_be_opened_is_retried_until_the_broker_answ
     assert sorted(group.tasks) == [0, 1, 2]
     assert group.attempts == [0, 1, 1, 1, 1, 2]
     assert group.stats.owned[("stage1", "tasks")] == 3
+
+
+def test_each_task_opened_is_timed_once_and_exported():
+    """``crm_task_restore_seconds``: one observation per task opened (not per failed
+    attempt), on /metrics as a histogram per stage."""
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from streams.metrics.collector import WorkerCollector
+
+    group = FlakyGroup({1: 2})
+    asyncio.run(group.assign({0, 1}))
+    histogram = group.stats.restore_seconds["stage1"]
+    assert histogram.n == 2 and histogram.counts[0] == 2  # both well under 0.1 s
+    registry = CollectorRegistry()
+    registry.register(WorkerCollector(group.stats, list, "app"))
+    text = generate_latest(registry).decode()
+    assert 'crm_task_restore_seconds_count{stage="stage1"} 2.0' in text
