@@ -212,11 +212,12 @@ class Stage1Task:
             if count % RESTORE_SLICE == 0:
                 await asyncio.sleep(0)  # heartbeats and /metrics meanwhile
         del records
-        by_id = {customer.customer_id: customer for customer in customers.values()}
-        orphans = restore_ids(by_id, id_records, self.id_chunks, self.stage.config.dedupe_max_ids_per_customer)
-        if orphans:
-            log.warning("stage1 task %d: %d chunks of dedupe ids of no customer in the changelog (ignored)",
-                        self.index, orphans)
+        if id_records:
+            by_id = {customer.customer_id: customer for customer in customers.values()}
+            orphans = restore_ids(by_id, id_records, self.id_chunks, self.stage.config.dedupe_max_ids_per_customer)
+            if orphans:
+                log.warning("stage1 task %d: %d chunks of dedupe ids of no customer in the changelog (ignored)",
+                            self.index, orphans)
         self.processor.restore(list(customers.values()), list(tickets.values()),
                                meta.applied_until_ms, meta.max_event_ms, meta.slot_max)
         self.processor.labels.restore(meta.labels)
