@@ -792,7 +792,18 @@ def pipeline_health() -> DashboardSpec:
                         "{{instance}} CPU"),
                   Query(f"sum by (instance) (rate(crm_gc_pause_seconds_total{{{JOB}}}[$__rate_interval]))",
                         "{{instance}} in gc"),
-              ), min=0, width=24),
+              ), min=0, width=16),
+        panel("Task restore time by stage (6 h)",
+              "Time to open a task - restore its state from the changelog and seek its input - after an "
+              "assignment or a failed batch (crm_task_restore_seconds), mean and p99 over the last 6 hours: "
+              "how long a restarted or rebalanced worker holds its partitions' results back. The group's "
+              "session timeout is 45 s; empty when no task was opened in the 6 hours.",
+              "s", (
+                  Query(f"sum by (stage) (increase(crm_task_restore_seconds_sum{{{JOB}}}[6h])) / "
+                        f"sum by (stage) (increase(crm_task_restore_seconds_count{{{JOB}}}[6h]))", "mean {{stage}}"),
+                  Query(f"histogram_quantile(0.99, sum by (stage, le) "
+                        f"(increase(crm_task_restore_seconds_bucket{{{JOB}}}[6h])))", "p99 {{stage}}"),
+              ), min=0, width=8),
     ))
     return DashboardSpec(
         uid="crm-pipeline-health",
