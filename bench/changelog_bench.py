@@ -83,6 +83,7 @@ def run(events: list[Event], spill_at: int, per_commit: int, measure_from_ms: in
             next_sweep = now + MINUTE_MS
         customers, _, _ = proc.take_dirty()
         began = time.perf_counter()
+        chunks.begin_commit()
         out: list[tuple[bytes, bytes | None]] = []
         for customer in customers:
             inline, writes = chunks.plan(customer.customer_id, customer.seen)

@@ -113,6 +113,9 @@ IdChunk = tuple[int, "dict[str, int] | None"]
 SPILL_AT = 256  # ids a customer record holds itself; beyond, they go to chunks (~12 KB of ids)
 ID_MAX_CHUNKS = 32
 ID_CHUNK_IDS = 50_000  # ids per chunk of a rewrite: ~2.4 MB with 36-character ids
+# ids rewritten per commit over all customers, roughly (the first rewrite of a commit goes
+# ahead whatever its size): 50,000 ids take ~3 ms to copy and encode
+ID_REWRITE_BUDGET = 200_000
 
 
 class IdChunks:
@@ -127,7 +130,10 @@ class IdChunks:
     commit that applied new ids appends a chunk with just those, and once there are
     ``max_chunks`` the next commit rewrites them whole (in pieces of ``max_ids``) and
     deletes the chunks it no longer needs. Back at half ``spill_at`` ids or fewer, the
-    ids return to the record and every chunk is deleted.
+    ids return to the record and every chunk is deleted. As for distinct-count buckets,
+    the rewrites of one commit share a budget of ``rewrite_budget`` ids
+    (:meth:`begin_commit` refills it): a customer whose rewrite is due but does not fit
+    keeps appending, at most until it has twice ``max_chunks`` chunks.
 
     The ids applied since the last write are found from the dict's order (ids are only
     ever appended; sweeps and the per-customer bound remove them): those after the last
@@ -138,17 +144,23 @@ class IdChunks:
     Pure bookkeeping: which chunks to write or delete. The runtime owns keys and bytes.
     """
 
-    __slots__ = ("spill_at", "max_chunks", "max_ids", "spilled")
+    __slots__ = ("spill_at", "max_chunks", "max_ids", "rewrite_budget", "budget_left", "spilled")
 
     def __init__(self, spill_at: int = SPILL_AT, max_chunks: int = ID_MAX_CHUNKS,
-                 max_ids: int = ID_CHUNK_IDS) -> None:
-        if spill_at < 1 or max_chunks < 1 or max_ids < 1:
-            raise ValueError("spill_at, max_chunks and max_ids must be at least 1")
+                 max_ids: int = ID_CHUNK_IDS, rewrite_budget: int = ID_REWRITE_BUDGET) -> None:
+        if spill_at < 1 or max_chunks < 1 or max_ids < 1 or rewrite_budget < 0:
+            raise ValueError("spill_at, max_chunks and max_ids must be at least 1, rewrite_budget at least 0")
         self.spill_at = spill_at
         self.max_chunks = max_chunks
         self.max_ids = max_ids
+        self.rewrite_budget = rewrite_budget
+        self.budget_left = rewrite_budget
         # customer -> (chunks in the changelog, the last id written); only spilled customers
         self.spilled: dict[str, tuple[int, str]] = {}
+
+    def begin_commit(self) -> None:
+        """A new commit: its due rewrites share a fresh budget."""
+        self.budget_left = self.rewrite_budget
 
     def plan(self, customer_id: str, seen: dict[str, int]) -> tuple[bool, list[IdChunk]]:
         """For a customer about to be written: whether its record holds its ids itself,
@@ -162,7 +174,9 @@ class IdChunks:
         if len(seen) <= self.spill_at // 2:
             del self.spilled[customer_id]
             return True, [(i, None) for i in range(count)]
-        if count >= self.max_chunks:
+        if count >= self.max_chunks and (
+                len(seen) <= self.budget_left or self.budget_left == self.rewrite_budget > 0
+                or count >= 2 * self.max_chunks):
             return False, self._rewrite(customer_id, seen, count)
         fresh: list[str] = []
         found = False
@@ -182,6 +196,7 @@ class IdChunks:
         return False, [(count, {event_id: seen[event_id] for event_id in fresh})]
 
     def _rewrite(self, customer_id: str, seen: dict[str, int], count: int) -> list[IdChunk]:
+        self.budget_left -= len(seen)
         step = self.max_ids
         items = iter(seen.items())
         parts: list[IdChunk] = [(i, dict(islice(items, step))) for i in range(-(-len(seen) // step))]

@@ -395,6 +395,7 @@ class Stage1Task:
         # customers per commit while catching up
         budget = LoopBudget()
         index = self.index
+        self.id_chunks.begin_commit()
         plan_ids = self.id_chunks.plan
         id_chunk_writes: list[tuple[bytes, bytes | None]] = []
 

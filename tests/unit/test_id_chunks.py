@@ -78,6 +78,36 @@ def test_a_rewrite_beyond_max_ids_is_split_in_order_and_the_split_undone():
     assert chunks.plan("c", seen) == (False, [(0, ids(4, 5, 6)), (1, ids(9, 10)), (2, None), (3, None)])
 
 
+def test_due_rewrites_of_one_commit_share_a_budget_and_wait_at_most_max_chunks_more():
+    chunks = IdChunks(spill_at=2, max_chunks=2, rewrite_budget=4)
+    a, b = ids(1, 2, 3), ids(11, 12, 13)
+    for customer, seen in (("a", a), ("b", b)):
+        chunks.plan(customer, seen)
+        seen.update(ids(int(next(reversed(seen))[1:]) + 1))
+        chunks.plan(customer, seen)
+    # both have 2 chunks: due. The first rewrite of a commit goes ahead whatever its size;
+    # the second does not fit what is left of the budget and appends instead
+    chunks.begin_commit()
+    a.update(ids(5))
+    b.update(ids(15))
+    assert chunks.plan("a", a) == (False, [(0, ids(1, 2, 3, 4, 5)), (1, None)])
+    assert chunks.plan("b", b) == (False, [(2, ids(15))])
+    chunks.begin_commit()
+    b.update(ids(16))
+    assert chunks.plan("b", b) == (False, [(0, ids(11, 12, 13, 14, 15, 16)), (1, None), (2, None)])
+    # with no budget at all, a rewrite waits until twice max_chunks
+    strict = IdChunks(spill_at=2, max_chunks=2, rewrite_budget=0)
+    seen = ids(1, 2, 3)
+    strict.plan("c", seen)
+    for n in range(4, 7):
+        strict.begin_commit()
+        seen.update(ids(n))
+        assert strict.plan("c", seen) == (False, [(n - 3, ids(n))])
+    strict.begin_commit()
+    seen.update(ids(7))
+    assert strict.plan("c", seen)[1][0] == (0, ids(1, 2, 3, 4, 5, 6, 7))
+
+
 def test_restored_chunks_are_joined_in_order_within_the_bound():
     chunks = IdChunks(spill_at=2)
     seen: dict[str, int] = {}
@@ -107,7 +137,7 @@ def test_chunks_of_a_customer_not_in_the_changelog_are_counted_not_restored():
     assert customers["c1"].seen == ids(1) and set(chunks.spilled) == {"c1"}
 
 
-@pytest.mark.parametrize("bad", [dict(spill_at=0), dict(max_chunks=0), dict(max_ids=0)])
+@pytest.mark.parametrize("bad", [dict(spill_at=0), dict(max_chunks=0), dict(max_ids=0), dict(rewrite_budget=-1)])
 def test_nonsense_sizes_are_refused(bad):
     with pytest.raises(ValueError):
         IdChunks(**bad)
@@ -125,15 +155,16 @@ operation = st.one_of(
 
 @settings(max_examples=300, deadline=None)
 @given(ops=st.lists(operation, max_size=60), spill_at=st.integers(1, 8), max_chunks=st.integers(1, 5),
-       max_ids=st.integers(1, 10), bound=st.integers(1, 40))
-def test_the_changelog_restores_every_id_remembered_in_order(ops, spill_at, max_chunks, max_ids, bound):
-    chunks = IdChunks(spill_at, max_chunks, max_ids)
+       max_ids=st.integers(1, 10), bound=st.integers(1, 40), budget=st.sampled_from([0, 5, 200_000]))
+def test_the_changelog_restores_every_id_remembered_in_order(ops, spill_at, max_chunks, max_ids, bound, budget):
+    chunks = IdChunks(spill_at, max_chunks, max_ids, budget)
     customer = CustomerState("c1")
     log: dict[bytes, bytes] = {}  # compacted: the last value per key
     removed: set[str] = set()
     next_id = 0
 
     def commit() -> None:
+        chunks.begin_commit()
         inline, writes = chunks.plan("c1", customer.seen)
         log[customer_key("c1")] = encode_customer(customer, ids=inline)
         for key, value in id_chunk_records("c1", writes):
@@ -142,10 +173,11 @@ def test_the_changelog_restores_every_id_remembered_in_order(ops, spill_at, max_
                 del log[key]
             else:
                 log[key] = value
-        assert sum(key.startswith(b"i|") for key in log) <= max(max_chunks, -(-bound // max_ids) + 1)
+        # (a rewrite postponed by the budget: up to twice max_chunks)
+        assert sum(key.startswith(b"i|") for key in log) <= max(2 * max_chunks, -(-bound // max_ids) + 1)
 
     def restore() -> tuple[IdChunks, CustomerState]:
-        fresh = IdChunks(spill_at, max_chunks, max_ids)
+        fresh = IdChunks(spill_at, max_chunks, max_ids, budget)
         restored = decode_customer(log[customer_key("c1")])
         id_records = {key: value for key, value in log.items() if key.startswith(b"i|")}
         assert restore_ids({"c1": restored}, id_records, fresh, bound) == 0

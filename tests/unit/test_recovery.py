@@ -36,6 +36,7 @@ class Checkpoint:
     def __init__(self, proc: Processor, positions: dict[int, int], previous: Checkpoint | None,
                  id_chunks: IdChunks) -> None:
         customers, tickets, forgotten = proc.take_dirty()
+        id_chunks.begin_commit()
         self.customers: dict[bytes, bytes] = dict(previous.customers) if previous else {}
         self.tickets = dict(previous.tickets) if previous else {}
         for c in customers:
