@@ -7,7 +7,7 @@ evenly spread) for ``--days`` days, through one :class:`~streams.core.pipeline.P
 with the default lateness (so a day of ids is remembered for dedupe) and a sweep every
 simulated minute, as a task does. Every ``--per-commit`` events are one commit: the
 customer's changelog records are planned and encoded as the stage-1 runtime does
-(:func:`streams.runtime.stage1.id_chunk_records`, :func:`encode_customer`) in two
+(:func:`streams.runtime.stage1.customer_changelog`) in two
 layouts over the same input in the same run:
 
 * ``in the record``: the customer's record holds all its ids (``spill_at`` at its
@@ -31,11 +31,11 @@ import random
 import time
 import uuid
 
-from streams.codec.state import decode_customer, encode_customer
+from streams.codec.state import decode_customer
 from streams.core.chunks import SPILL_AT, IdChunks
 from streams.core.events import Event, make_event
 from streams.core.pipeline import CoreConfig, Processor
-from streams.runtime.stage1 import customer_key, id_chunk_records, restore_ids
+from streams.runtime.stage1 import customer_changelog, restore_ids
 
 DAY_MS = 86_400_000
 MINUTE_MS = 60_000
@@ -85,10 +85,10 @@ def run(events: list[Event], spill_at: int, per_commit: int, measure_from_ms: in
         began = time.perf_counter()
         chunks.begin_commit()
         out: list[tuple[bytes, bytes | None]] = []
+        chunk_writes: list[tuple[bytes, bytes | None]] = []
         for customer in customers:
-            inline, writes = chunks.plan(customer.customer_id, customer.seen)
-            out.append((customer_key(customer.customer_id), encode_customer(customer, ids=inline)))
-            out.extend(id_chunk_records(customer.customer_id, writes))
+            out.append(customer_changelog(customer, chunks, chunk_writes))
+        out.extend(chunk_writes)
         spent = time.perf_counter() - began
         for key, value in out:
             if value is None:

@@ -131,6 +131,16 @@ def id_chunk_records(customer_id: str, chunks: list[IdChunk]) -> list[tuple[byte
     return [(ids_key(customer_id, number), None if ids is None else encode_ids(ids)) for number, ids in chunks]
 
 
+def customer_changelog(customer: CustomerState, id_chunks: IdChunks,
+                       chunk_writes: list[tuple[bytes, bytes | None]]) -> tuple[bytes, bytes]:
+    """A changed customer's changelog record (key, value); the records of its id chunks to
+    write or delete with it are appended to ``chunk_writes``."""
+    inline, chunks = id_chunks.plan(customer.customer_id, customer.seen)
+    if chunks:
+        chunk_writes.extend(id_chunk_records(customer.customer_id, chunks))
+    return customer_key(customer.customer_id), encode_customer(customer, ids=inline)
+
+
 def restore_ids(customers: dict[str, CustomerState], id_records: dict[bytes, bytes], id_chunks: IdChunks,
                 bound: int) -> int:
     """Give the restored customers the ids of their chunks (``id_records``: the live
@@ -395,15 +405,13 @@ class Stage1Task:
         # customers per commit while catching up
         budget = LoopBudget()
         index = self.index
-        self.id_chunks.begin_commit()
-        plan_ids = self.id_chunks.plan
+        id_chunks = self.id_chunks
+        id_chunks.begin_commit()
         id_chunk_writes: list[tuple[bytes, bytes | None]] = []
 
         def customer_record(c: CustomerState) -> Outgoing:
-            inline, chunks = plan_ids(c.customer_id, c.seen)
-            if chunks:
-                id_chunk_writes.extend(id_chunk_records(c.customer_id, chunks))
-            return (changelog, encode_customer(c, ids=inline), customer_key(c.customer_id), index)
+            key, value = customer_changelog(c, id_chunks, id_chunk_writes)
+            return (changelog, value, key, index)
 
         await extend_sliced(outgoing, customers, customer_record, budget)
         outgoing.extend((changelog, value, key, index) for key, value in id_chunk_writes)

@@ -14,7 +14,13 @@ from hypothesis import strategies as st
 from streams.codec.state import decode_customer, decode_ids, encode_customer, encode_ids
 from streams.core.chunks import IdChunks
 from streams.core.customer_state import CustomerState
-from streams.runtime.stage1 import customer_key, id_chunk_records, ids_key, restore_ids
+from streams.runtime.stage1 import (
+    customer_changelog,
+    customer_key,
+    id_chunk_records,
+    ids_key,
+    restore_ids,
+)
 
 
 def ids(*numbers: int) -> dict[str, int]:
@@ -165,9 +171,10 @@ def test_the_changelog_restores_every_id_remembered_in_order(ops, spill_at, max_
 
     def commit() -> None:
         chunks.begin_commit()
-        inline, writes = chunks.plan("c1", customer.seen)
-        log[customer_key("c1")] = encode_customer(customer, ids=inline)
-        for key, value in id_chunk_records("c1", writes):
+        writes: list[tuple[bytes, bytes | None]] = []
+        key, value = customer_changelog(customer, chunks, writes)
+        log[key] = value
+        for key, value in writes:
             if value is None:
                 assert key in log, "a chunk deleted that was never written"
                 del log[key]

@@ -20,7 +20,7 @@ from streams.core.customer_state import CustomerState, Subscription
 from streams.core.events import make_event, topic_for
 from streams.core.merge import Merger
 from streams.core.pipeline import Processor
-from streams.runtime.stage1 import customer_key, id_chunk_records, restore_ids
+from streams.runtime.stage1 import customer_changelog, restore_ids
 from tests.corekit import config
 from tests.eventgen import generate
 from tests.unit.test_core_properties import values
@@ -40,9 +40,10 @@ class Checkpoint:
         self.customers: dict[bytes, bytes] = dict(previous.customers) if previous else {}
         self.tickets = dict(previous.tickets) if previous else {}
         for c in customers:
-            inline, chunks = id_chunks.plan(c.customer_id, c.seen)
-            self.customers[customer_key(c.customer_id)] = encode_customer(c, ids=inline)
-            for key, value in id_chunk_records(c.customer_id, chunks):
+            chunk_writes: list[tuple[bytes, bytes | None]] = []
+            key, value = customer_changelog(c, id_chunks, chunk_writes)
+            self.customers[key] = value
+            for key, value in chunk_writes:
                 if value is None:
                     del self.customers[key]  # a chunk deleted was written before
                 else:
