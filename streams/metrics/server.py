@@ -10,6 +10,11 @@ Optional hardening, from settings (``CRM_KPI_METRICS_*``):
   credentials; ``/healthz`` (a liveness probe, no data) stays open.
 
 The password is compared in constant time and never logged.
+
+As with prometheus_client's own handler, ``/metrics?name[]=A&name[]=B`` answers only the
+named series (a sample's name, e.g. ``crm_events_processed_total``, or a family's, e.g.
+``crm_batch_size`` for all of its buckets), and an answer is compressed when the scraper
+accepts it (``Accept-Encoding: gzip``, as Prometheus sends).
 """
 
 from __future__ import annotations
@@ -19,10 +24,13 @@ import binascii
 import hmac
 import logging
 import ssl
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
     from streams.settings import Settings
@@ -38,6 +46,27 @@ def tls_context(certfile: str, keyfile: str) -> ssl.SSLContext:
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.load_cert_chain(certfile, keyfile)
     return context
+
+
+class Restricted(Collector):
+    """The part of a registry's families that ``names`` asks for: a family named there
+    whole, otherwise only its samples named there; families left empty are left out."""
+
+    def __init__(self, registry: CollectorRegistry, names: Iterable[str]) -> None:
+        self.registry = registry
+        self.names = frozenset(names)
+
+    def collect(self) -> Iterator[Metric]:
+        names = self.names
+        for family in self.registry.collect():
+            if family.name in names:
+                yield family
+                continue
+            samples = [sample for sample in family.samples if sample.name in names]
+            if samples:
+                part = Metric(family.name, family.documentation, family.type, family.unit)
+                part.samples = samples
+                yield part
 
 
 class MetricsServer:
@@ -110,8 +139,11 @@ class MetricsServer:
         if not self._authorized(request):
             return web.Response(status=401, text="401: credentials required\n",
                                 headers={"WWW-Authenticate": f'Basic realm="{REALM}", charset="UTF-8"'})
-        body = generate_latest(self.registry)
-        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+        names = request.query.getall("name[]", [])
+        body = generate_latest(Restricted(self.registry, names) if names else self.registry)
+        response = web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+        response.enable_compression()  # only if the request accepts it (Accept-Encoding)
+        return response
 
     async def _health(self, _request: web.Request) -> web.Response:
         return web.Response(text="ok\n")
