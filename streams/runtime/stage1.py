@@ -18,6 +18,7 @@ import asyncio
 import logging
 import time
 from collections import defaultdict
+from collections.abc import Mapping
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -45,6 +46,7 @@ from streams.core.chunks import IdChunk, IdChunks
 from streams.core.customer_state import CustomerState
 from streams.core.pipeline import CoreConfig, Processor
 from streams.core.registry import BASE_BY_NAME, FAMILIES
+from streams.core.ticket_state import TicketState
 from streams.runtime.group import TaskGroup
 from streams.runtime.kafka import (
     MAX_MESSAGE_BYTES,
@@ -161,6 +163,48 @@ def restore_ids(customers: dict[str, CustomerState], id_records: dict[bytes, byt
     return orphans
 
 
+class StateRestore:
+    """Stage 1's state from the live records of its changelog (the last value of each key,
+    as compaction leaves them; the meta record aside): customers, tickets and the chunks of
+    the busy customers' dedupe ids. Records are added one at a time, so that
+    :meth:`Stage1Task.open` can yield to the event loop between slices; :meth:`finish`
+    then gives the customers the ids of their chunks, and ``id_chunks`` their layout."""
+
+    def __init__(self, policies: Any, id_chunks: IdChunks, bound: int) -> None:
+        self.policies = policies
+        self.id_chunks = id_chunks
+        self.bound = bound  # the per-customer bound of dedupe ids
+        self.customers: dict[str, CustomerState] = {}
+        self.tickets: list[TicketState] = []
+        self.id_records: dict[bytes, bytes] = {}
+        self.orphan_chunks = 0
+
+    @classmethod
+    def of(cls, records: Mapping[bytes, bytes], policies: Any, id_chunks: IdChunks, bound: int) -> StateRestore:
+        """All of ``records`` at once (tests, benchmarks)."""
+        restore = cls(policies, id_chunks, bound)
+        for key, value in records.items():
+            restore.add(key, value)
+        restore.finish()
+        return restore
+
+    def add(self, key: bytes, value: bytes) -> None:
+        kind = key[:2]
+        if kind == b"c|":
+            customer = decode_customer(value)
+            self.customers[customer.customer_id] = customer
+        elif kind == b"t|":
+            self.tickets.append(decode_ticket(value, self.policies))
+        elif kind == b"i|":
+            self.id_records[key] = value  # decoded in finish(), once every customer is known
+
+    def finish(self) -> int:
+        """Give the customers their chunked ids; returns the chunks of no customer."""
+        if self.id_records:
+            self.orphan_chunks = restore_ids(self.customers, self.id_records, self.id_chunks, self.bound)
+        return self.orphan_chunks
+
+
 class Stage1Task:
     """The processor of one input partition index and its transactional producer."""
 
@@ -208,35 +252,25 @@ class Stage1Task:
             log.info("stage1 task %d: no state, starting from the beginning", self.index)
             return {}
         meta = decode_meta(raw_meta)
-        policies = self.stage.config.policies
-        customers: dict[bytes, CustomerState] = {}
-        tickets, id_records = {}, {}
+        restore = StateRestore(self.stage.config.policies, self.id_chunks,
+                               self.stage.config.dedupe_max_ids_per_customer)
         for count, (key, value) in enumerate(records.items(), 1):
-            kind = key[:2]
-            if kind == b"c|":
-                customers[key] = decode_customer(value)
-            elif kind == b"t|":
-                tickets[key] = decode_ticket(value, policies)
-            elif kind == b"i|":
-                id_records[key] = value
+            restore.add(key, value)
             if count % RESTORE_SLICE == 0:
                 await asyncio.sleep(0)  # heartbeats and /metrics meanwhile
         del records
-        if id_records:
-            by_id = {customer.customer_id: customer for customer in customers.values()}
-            orphans = restore_ids(by_id, id_records, self.id_chunks, self.stage.config.dedupe_max_ids_per_customer)
-            if orphans:
-                log.warning("stage1 task %d: %d chunks of dedupe ids of no customer in the changelog (ignored)",
-                            self.index, orphans)
-        self.processor.restore(list(customers.values()), list(tickets.values()),
+        if restore.finish():
+            log.warning("stage1 task %d: %d chunks of dedupe ids of no customer in the changelog (ignored)",
+                        self.index, restore.orphan_chunks)
+        self.processor.restore(list(restore.customers.values()), restore.tickets,
                                meta.applied_until_ms, meta.max_event_ms, meta.slot_max)
         self.processor.labels.restore(meta.labels)
         self.skip_before = dict(meta.positions)
         self.skip_until_ms = meta.applied_until_ms
         self.positions = dict(meta.resume)
         self.reported_watermark = meta.applied_until_ms
-        log.info(RESTORED_MESSAGE, self.index, len(customers), len(self.id_chunks.spilled), len(id_records),
-                 len(tickets), meta.resume, meta.positions)
+        log.info(RESTORED_MESSAGE, self.index, len(restore.customers), len(self.id_chunks.spilled),
+                 len(restore.id_records), len(restore.tickets), meta.resume, meta.positions)
         return dict(meta.resume)
 
     async def close(self) -> None:

@@ -15,8 +15,8 @@ from streams.codec.state import decode_customer, decode_ids, encode_customer, en
 from streams.core.chunks import IdChunks
 from streams.core.customer_state import CustomerState
 from streams.runtime.stage1 import (
+    StateRestore,
     customer_changelog,
-    customer_key,
     id_chunk_records,
     ids_key,
     restore_ids,
@@ -185,10 +185,9 @@ def test_the_changelog_restores_every_id_remembered_in_order(ops, spill_at, max_
 
     def restore() -> tuple[IdChunks, CustomerState]:
         fresh = IdChunks(spill_at, max_chunks, max_ids, budget)
-        restored = decode_customer(log[customer_key("c1")])
-        id_records = {key: value for key, value in log.items() if key.startswith(b"i|")}
-        assert restore_ids({"c1": restored}, id_records, fresh, bound) == 0
-        return fresh, restored
+        state = StateRestore.of(log, None, fresh, bound)  # (no tickets: policies unused)
+        assert state.orphan_chunks == 0
+        return fresh, state.customers["c1"]
 
     for kind, arg in ops:
         if kind == "apply":

@@ -14,13 +14,13 @@ import msgspec
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from streams.codec.state import decode_customer, decode_ticket, encode_customer, encode_ticket
+from streams.codec.state import decode_customer, encode_customer, encode_ticket
 from streams.core.chunks import IdChunks
 from streams.core.customer_state import CustomerState, Subscription
 from streams.core.events import make_event, topic_for
 from streams.core.merge import Merger
 from streams.core.pipeline import Processor
-from streams.runtime.stage1 import customer_changelog, restore_ids
+from streams.runtime.stage1 import StateRestore, customer_changelog, ticket_key
 from tests.corekit import config
 from tests.eventgen import generate
 from tests.unit.test_core_properties import values
@@ -48,9 +48,9 @@ class Checkpoint:
                     del self.customers[key]  # a chunk deleted was written before
                 else:
                     self.customers[key] = value
-        self.tickets.update({(t.customer_id, t.ticket_id): encode_ticket(t) for t in tickets})
-        for key in forgotten:
-            self.tickets.pop(key, None)
+        self.tickets.update({ticket_key(t.customer_id, t.ticket_id): encode_ticket(t) for t in tickets})
+        for customer_id, ticket_id in forgotten:
+            self.tickets.pop(ticket_key(customer_id, ticket_id), None)
         buffered = proc.resume_offsets()
         self.positions = dict(positions)
         self.resume = {slot: min(buffered.get(slot, pos), pos) for slot, pos in positions.items()}
@@ -59,13 +59,11 @@ class Checkpoint:
 
     def restore(self, cfg, spill_at: int) -> tuple[Processor, IdChunks]:
         proc = Processor(cfg)
-        customers = {c.customer_id: c for c in (decode_customer(v) for k, v in self.customers.items()
-                                                if k.startswith(b"c|"))}
         id_chunks = IdChunks(spill_at)
-        id_records = {k: v for k, v in self.customers.items() if k.startswith(b"i|")}
-        assert restore_ids(customers, id_records, id_chunks, cfg.dedupe_max_ids_per_customer) == 0
-        proc.restore(list(customers.values()), [decode_ticket(v, cfg.policies) for v in self.tickets.values()],
-                     self.applied_until, self.max_event, self.slot_max)
+        state = StateRestore.of({**self.customers, **self.tickets}, cfg.policies, id_chunks,
+                                cfg.dedupe_max_ids_per_customer)
+        assert state.orphan_chunks == 0
+        proc.restore(list(state.customers.values()), state.tickets, self.applied_until, self.max_event, self.slot_max)
         return proc, id_chunks
 
 
