@@ -101,7 +101,8 @@ def run(events: list[Event], spill_at: int, per_commit: int, measure_from_ms: in
             records += len(out)
     # a restore of the compacted log
     began = time.perf_counter()
-    restored = StateRestore.of(log, None, IdChunks(spill_at), 50_000).customers  # (no tickets: policies unused)
+    restored = StateRestore.of(log, None, IdChunks(spill_at), 50_000,  # (no tickets: policies unused)
+                               proc.dedupe_cutoff(proc.applied_until_ms)).customers
     restore_seconds = time.perf_counter() - began
     live = proc.customers["acme-corp"].seen
     assert list(restored["acme-corp"].seen)[-len(live):] == list(live), "the restore lost ids"

@@ -138,8 +138,10 @@ class IdChunks:
     The ids applied since the last write are found from the dict's order (ids are only
     ever appended; sweeps and the per-customer bound remove them): those after the last
     id written. If that id has been removed meanwhile, the chunks are rewritten. Chunks
-    may hold ids removed since they were written: too old to matter (a duplicate that old
-    is dropped as late) or evicted by the bound, which :meth:`restored` applies again.
+    may hold ids removed since they were written: swept as too old to matter (a duplicate
+    that old is dropped as late) or evicted by the bound. :meth:`restored` removes them
+    again, in that order: the sweep's rule first, from the ids' own times, then the bound
+    (a swept id counted against the bound would push out a newer one still needed).
 
     Pure bookkeeping: which chunks to write or delete. The runtime owns keys and bytes.
     """
@@ -205,10 +207,11 @@ class IdChunks:
         return parts
 
     def restored(self, customer_id: str, seen: dict[str, int], chunks: dict[int, dict[str, int]],
-                 bound: int) -> None:
+                 bound: int, cutoff: int) -> None:
         """After a restore: add the customer's chunks (number -> ids) to ``seen``, in
-        order, keep the last ``bound`` ids (as the per-customer bound did), and remember
-        the chunks for the next write."""
+        order, drop the ids older than ``cutoff`` (as the sweep did: the restored task's
+        :meth:`Processor.dedupe_cutoff`), keep the last ``bound`` ids (as the per-customer
+        bound did), and remember the chunks for the next write."""
         if not chunks:
             return
         last = ""
@@ -217,6 +220,9 @@ class IdChunks:
             seen.update(part)
             if part:
                 last = next(reversed(part))
+        old = [event_id for event_id, ts in seen.items() if ts < cutoff]
+        for event_id in old:
+            del seen[event_id]
         if len(seen) > bound:
             for event_id in list(islice(iter(seen), len(seen) - bound)):
                 del seen[event_id]

@@ -283,6 +283,11 @@ class Processor:
         self.dirty_tickets.add(key)
         return ticket
 
+    def dedupe_cutoff(self, horizon_ms: int) -> int:
+        """Event ids older than this (their event time), with event time at ``horizon_ms``,
+        are too old to matter: a duplicate of one would be dropped as too late."""
+        return horizon_ms - self.lateness.grace_ms - self.lateness.allowed_lateness_ms
+
     def sweep(self, limit: int = 0) -> bool:
         """Free memory: forget finished tickets idle for longer than the retention and
         event ids too old to matter (a duplicate that old is dropped as too late).
@@ -302,7 +307,7 @@ class Processor:
             self._sweep_at = 0
         horizon = self._sweep_horizon
         retention = self.config.ticket_retention_ms
-        cutoff = horizon - self.lateness.grace_ms - self.lateness.allowed_lateness_ms
+        cutoff = self.dedupe_cutoff(horizon)
         tickets, customers = self._sweep_tickets, self._sweep_customers
         n_tickets = len(tickets)
         total = n_tickets + len(customers)

@@ -144,11 +144,12 @@ def customer_changelog(customer: CustomerState, id_chunks: IdChunks,
 
 
 def restore_ids(customers: dict[str, CustomerState], id_records: dict[bytes, bytes], id_chunks: IdChunks,
-                bound: int) -> int:
+                bound: int, cutoff: int) -> int:
     """Give the restored customers the ids of their chunks (``id_records``: the live
     ``i|`` records of the changelog) and ``id_chunks`` their layout; returns how many
     chunks belonged to no customer (none should: a customer and its chunks are written
-    in the same transaction, and customers are never deleted)."""
+    in the same transaction, and customers are never deleted). ``bound`` and ``cutoff``:
+    see :meth:`IdChunks.restored`."""
     by_customer: dict[str, dict[int, dict[str, int]]] = defaultdict(dict)
     for key, raw in id_records.items():
         customer_id, _, number = key[2:].rpartition(b"\x00")
@@ -159,7 +160,7 @@ def restore_ids(customers: dict[str, CustomerState], id_records: dict[bytes, byt
         if customer is None:
             orphans += len(chunks)
             continue
-        id_chunks.restored(customer_id, customer.seen, chunks, bound)
+        id_chunks.restored(customer_id, customer.seen, chunks, bound, cutoff)
     return orphans
 
 
@@ -168,21 +169,25 @@ class StateRestore:
     as compaction leaves them; the meta record aside): customers, tickets and the chunks of
     the busy customers' dedupe ids. Records are added one at a time, so that
     :meth:`Stage1Task.open` can yield to the event loop between slices; :meth:`finish`
-    then gives the customers the ids of their chunks, and ``id_chunks`` their layout."""
+    then gives the customers the ids of their chunks, and ``id_chunks`` their layout
+    (``bound``: the per-customer bound of dedupe ids; ``cutoff``: the restored task's
+    :meth:`Processor.dedupe_cutoff`)."""
 
-    def __init__(self, policies: Any, id_chunks: IdChunks, bound: int) -> None:
+    def __init__(self, policies: Any, id_chunks: IdChunks, bound: int, cutoff: int) -> None:
         self.policies = policies
         self.id_chunks = id_chunks
-        self.bound = bound  # the per-customer bound of dedupe ids
+        self.bound = bound
+        self.cutoff = cutoff
         self.customers: dict[str, CustomerState] = {}
         self.tickets: list[TicketState] = []
         self.id_records: dict[bytes, bytes] = {}
         self.orphan_chunks = 0
 
     @classmethod
-    def of(cls, records: Mapping[bytes, bytes], policies: Any, id_chunks: IdChunks, bound: int) -> StateRestore:
+    def of(cls, records: Mapping[bytes, bytes], policies: Any, id_chunks: IdChunks, bound: int,
+           cutoff: int) -> StateRestore:
         """All of ``records`` at once (tests, benchmarks)."""
-        restore = cls(policies, id_chunks, bound)
+        restore = cls(policies, id_chunks, bound, cutoff)
         for key, value in records.items():
             restore.add(key, value)
         restore.finish()
@@ -201,7 +206,8 @@ class StateRestore:
     def finish(self) -> int:
         """Give the customers their chunked ids; returns the chunks of no customer."""
         if self.id_records:
-            self.orphan_chunks = restore_ids(self.customers, self.id_records, self.id_chunks, self.bound)
+            self.orphan_chunks = restore_ids(self.customers, self.id_records, self.id_chunks, self.bound,
+                                             self.cutoff)
         return self.orphan_chunks
 
 
@@ -253,7 +259,8 @@ class Stage1Task:
             return {}
         meta = decode_meta(raw_meta)
         restore = StateRestore(self.stage.config.policies, self.id_chunks,
-                               self.stage.config.dedupe_max_ids_per_customer)
+                               self.stage.config.dedupe_max_ids_per_customer,
+                               self.processor.dedupe_cutoff(meta.applied_until_ms))
         for count, (key, value) in enumerate(records.items(), 1):
             restore.add(key, value)
             if count % RESTORE_SLICE == 0:

@@ -61,7 +61,7 @@ class Checkpoint:
         proc = Processor(cfg)
         id_chunks = IdChunks(spill_at)
         state = StateRestore.of({**self.customers, **self.tickets}, cfg.policies, id_chunks,
-                                cfg.dedupe_max_ids_per_customer)
+                                cfg.dedupe_max_ids_per_customer, proc.dedupe_cutoff(self.applied_until))
         assert state.orphan_chunks == 0
         proc.restore(list(state.customers.values()), state.tickets, self.applied_until, self.max_event, self.slot_max)
         return proc, id_chunks
