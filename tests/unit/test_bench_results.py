@@ -75,6 +75,52 @@ crm_consumer_lag{topic="crm.tickets.v1",partition="3"} 5.0
     assert sample["lag"] == 5.0
 
 
+def test_the_worker_scrape_asks_a_real_metrics_server_for_its_series_only():
+    """The bench asks for the series it reads (``name[]``, URL-encoded) and gets every one
+    of them the worker has, and nothing else (no KPI gauge to format 4-20 times a second)."""
+    import asyncio
+    import urllib.request
+
+    from prometheus_client import CollectorRegistry
+
+    from bench.peers_bench import SCRAPED, metrics_url, scrape
+    from streams.core.records import KpiRecord
+    from streams.metrics.collector import WorkerCollector
+    from streams.metrics.server import MetricsServer
+    from streams.runtime.stats import RuntimeStats
+
+    stats = RuntimeStats()
+    stats.processed[("crm.tickets.v1", 2)] += 11
+    stats.duplicates = 4
+    stats.observe_batch("stage1", 300)
+    stats.owned[("stage1", "crm.tickets.v1")] = 3
+    record = KpiRecord(kpi="tickets_created", size="1h", start_ms=0, end_ms=3_600_000, dims=(), value=7.0, n=7,
+                       stats={}, revision=0, final=True)
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(WorkerCollector(stats, lambda: [record], "app"))
+
+    async def main() -> tuple[dict | None, bytes, bytes]:
+        server = MetricsServer(registry, "127.0.0.1", 0)
+        await server.start()
+        try:
+            def fetch(url: str) -> bytes:
+                with urllib.request.urlopen(url, timeout=5) as response:
+                    return response.read()
+            port = server.bound_port
+            return (await asyncio.to_thread(scrape, port), await asyncio.to_thread(fetch, metrics_url(port)),
+                    await asyncio.to_thread(fetch, f"http://127.0.0.1:{port}/metrics"))
+        finally:
+            await server.stop()
+
+    sample, answer, everything = asyncio.run(main())
+    assert sample is not None
+    assert sample["processed"] == {("crm.tickets.v1", 2): 11.0}
+    assert sample["duplicate"] == 4.0 and sample["activity"]["stage1_batches"] == 1.0
+    names = {line.split(b"{")[0].split(b" ")[0].decode() for line in answer.splitlines() if not line.startswith(b"#")}
+    assert names and names <= set(SCRAPED)
+    assert b"crm_tickets_created" in everything and b"crm_tickets_created" not in answer
+
+
 def test_the_restart_phase_sums_what_the_tasks_restored_from_their_log_lines():
     """The restart phase reads the runtime's own restore lines (their format strings, so
     a change of wording cannot silently zero the figures)."""
