@@ -34,6 +34,7 @@ import uuid
 from streams.core.chunks import SPILL_AT, IdChunks
 from streams.core.events import Event, make_event
 from streams.core.pipeline import CoreConfig, Processor
+from streams.core.sla import SlaPolicies
 from streams.runtime.stage1 import StateRestore, customer_changelog
 
 DAY_MS = 86_400_000
@@ -101,7 +102,7 @@ def run(events: list[Event], spill_at: int, per_commit: int, measure_from_ms: in
             records += len(out)
     # a restore of the compacted log
     began = time.perf_counter()
-    restored = StateRestore.of(log, None, IdChunks(spill_at), 50_000,  # (no tickets: policies unused)
+    restored = StateRestore.of(log, SlaPolicies.default(), IdChunks(spill_at), 50_000,
                                proc.dedupe_cutoff(proc.applied_until_ms)).customers
     restore_seconds = time.perf_counter() - began
     live = proc.customers["acme-corp"].seen

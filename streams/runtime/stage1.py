@@ -46,6 +46,7 @@ from streams.core.chunks import IdChunk, IdChunks
 from streams.core.customer_state import CustomerState
 from streams.core.pipeline import CoreConfig, Processor
 from streams.core.registry import BASE_BY_NAME, FAMILIES
+from streams.core.sla import SlaPolicies
 from streams.core.ticket_state import TicketState
 from streams.runtime.group import TaskGroup
 from streams.runtime.kafka import (
@@ -152,8 +153,8 @@ def restore_ids(customers: dict[str, CustomerState], id_records: dict[bytes, byt
     see :meth:`IdChunks.restored`."""
     by_customer: dict[str, dict[int, dict[str, int]]] = defaultdict(dict)
     for key, raw in id_records.items():
-        customer_id, _, number = key[2:].rpartition(b"\x00")
-        by_customer[customer_id.decode()][int(number)] = decode_ids(raw)
+        owner, _, number = key[2:].rpartition(b"\x00")
+        by_customer[owner.decode()][int(number)] = decode_ids(raw)
     orphans = 0
     for customer_id, chunks in by_customer.items():
         customer = customers.get(customer_id)
@@ -173,7 +174,7 @@ class StateRestore:
     (``bound``: the per-customer bound of dedupe ids; ``cutoff``: the restored task's
     :meth:`Processor.dedupe_cutoff`)."""
 
-    def __init__(self, policies: Any, id_chunks: IdChunks, bound: int, cutoff: int) -> None:
+    def __init__(self, policies: SlaPolicies, id_chunks: IdChunks, bound: int, cutoff: int) -> None:
         self.policies = policies
         self.id_chunks = id_chunks
         self.bound = bound
@@ -184,7 +185,7 @@ class StateRestore:
         self.orphan_chunks = 0
 
     @classmethod
-    def of(cls, records: Mapping[bytes, bytes], policies: Any, id_chunks: IdChunks, bound: int,
+    def of(cls, records: Mapping[bytes, bytes], policies: SlaPolicies, id_chunks: IdChunks, bound: int,
            cutoff: int) -> StateRestore:
         """All of ``records`` at once (tests, benchmarks)."""
         restore = cls(policies, id_chunks, bound, cutoff)

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from streams.codec.state import decode_customer, decode_ids, encode_customer, encode_ids
 from streams.core.chunks import IdChunks
 from streams.core.customer_state import CustomerState
+from streams.core.sla import SlaPolicies
 from streams.runtime.stage1 import (
     StateRestore,
     customer_changelog,
@@ -206,7 +207,7 @@ def test_the_changelog_restores_every_id_remembered_in_order(ops, spill_at, max_
 
     def restore() -> tuple[IdChunks, CustomerState]:
         fresh = IdChunks(spill_at, max_chunks, max_ids, budget)
-        state = StateRestore.of(log, None, fresh, bound, cutoff)  # (no tickets: policies unused)
+        state = StateRestore.of(log, SlaPolicies.default(), fresh, bound, cutoff)
         assert state.orphan_chunks == 0
         return fresh, state.customers["c1"]
 
