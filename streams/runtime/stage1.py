@@ -249,11 +249,12 @@ class Stage1Task:
         # the last value of every key, as compaction would leave it; decoded afterwards, so
         # a key written many times since the last cleaning is decoded once
         records: dict[bytes, bytes] = {}
-        async for key, value in read_partition(self.settings, stage1_changelog(self.settings), self.index):
-            if value is None:
-                records.pop(key, None)
-            else:
-                records[key] = value
+        async for batch in read_partition(self.settings, stage1_changelog(self.settings), self.index):
+            for message in batch:
+                if message.value is None:
+                    records.pop(message.key, None)
+                else:
+                    records[message.key] = message.value
         raw_meta = records.pop(META_KEY, None)
         if raw_meta is None:
             log.info("stage1 task %d: no state, starting from the beginning", self.index)

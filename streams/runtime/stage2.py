@@ -163,18 +163,20 @@ class Stage2Task:
     async def open(self) -> int | None:
         await self.producer.start()
         buckets, chunks, published, specs, meta = {}, {}, {}, {}, None
-        async for key, value in read_partition(self.settings, stage2_changelog(self.settings), self.index):
-            kind = key[:2]
-            if key == META_KEY:
-                meta = decode_plain(value) if value is not None else None
-            elif kind == b"b|":
-                buckets[key] = value
-            elif kind == b"d|":
-                chunks[key] = value
-            elif kind == b"p|":
-                published[key] = value
-            elif kind == b"s|":
-                specs[key] = value
+        async for batch in read_partition(self.settings, stage2_changelog(self.settings), self.index):
+            for message in batch:
+                key, value = message.key, message.value
+                kind = key[:2]
+                if key == META_KEY:
+                    meta = decode_plain(value) if value is not None else None
+                elif kind == b"b|":
+                    buckets[key] = value
+                elif kind == b"d|":
+                    chunks[key] = value
+                elif kind == b"p|":
+                    published[key] = value
+                elif kind == b"s|":
+                    specs[key] = value
         if meta is None:
             return None
         restored = {}

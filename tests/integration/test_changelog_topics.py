@@ -45,7 +45,7 @@ async def configs_of(settings: Settings, topics: list[str]) -> dict[str, dict[st
 
 
 async def read_all(settings: Settings, topic: str) -> int:
-    return sum([1 async for _ in read_partition(settings, topic, 0)])
+    return sum([len(batch) async for batch in read_partition(settings, topic, 0)])
 
 
 def test_changelogs_are_created_compacted_with_small_segments(kafka):
