@@ -223,3 +223,37 @@ def test_customer_changelog_leaves_out_default_fields_and_reads_the_full_form():
     assert len(msgspec.msgpack.decode(full_form)) == len(msgspec.structs.fields(CustomerState))
     assert decode_customer(full_form) == customer
     assert len(encode_customer(customer)) < 0.8 * len(full_form)
+
+
+def test_a_restored_task_still_knows_every_id_within_the_lateness_of_a_busy_customer():
+    """A customer whose ids are in chunks, applied out of event-time order, with sweeps
+    between commits: after a restore, a duplicate of every event still within the allowed
+    lateness is recognised, and the ids a sweep would forget are forgotten."""
+    minute = 60_000
+    cfg = replace(config("1h", min_sample=3), lateness=Lateness(30_000, 60_000, 20 * minute),
+                  dedupe_max_ids_per_customer=12)
+    t0 = 1_793_000_000_000
+    proc = Processor(cfg)
+    id_chunks = IdChunks(spill_at=2, max_chunks=8)
+    checkpoint = None
+    events = []
+    for i in range(60):  # one a minute, every fifth 15 minutes late: swept before its neighbours
+        ts = t0 + i * minute - (15 * minute if i % 5 == 4 else 0)
+        events.append(make_event("session.started", event_id=f"e{i}", occurred_at_ms=ts, customer_id="c1",
+                                 source="web", product="app"))
+    for i, event in enumerate(events):
+        proc.offer(event, (0, i))
+        proc.advance()
+        if i % 3 == 2:
+            proc.sweep()
+            checkpoint = Checkpoint(proc, {0: i + 1}, checkpoint, id_chunks)
+    assert checkpoint is not None and id_chunks.spilled  # the ids are in chunks
+    live = dict(proc.customers["c1"].seen)
+    restored, _ = checkpoint.restore(cfg, spill_at=2)
+    cutoff = restored.dedupe_cutoff(checkpoint.applied_until)
+    back = restored.customers["c1"].seen
+    assert [event_id for event_id in back if event_id in live] == [e for e, ts in live.items() if ts >= cutoff]
+    assert all(ts >= cutoff for ts in back.values())
+    for event in events:
+        if event.event_id in live and event.occurred_at_ms >= cutoff:
+            assert restored.offer(event) == "duplicate", event.event_id
