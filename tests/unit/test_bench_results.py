@@ -79,7 +79,6 @@ crm_consumer_lag{topic="crm.tickets.v1",partition="3"} 5.0
 def test_the_worker_scrape_asks_a_real_metrics_server_for_its_series_only():
     """The bench asks for the series it reads (``name[]``, URL-encoded) and gets every one
     of them the worker has, and nothing else (no KPI gauge to format 4-20 times a second)."""
-    import asyncio
     import urllib.request
 
     from prometheus_client import CollectorRegistry
@@ -87,8 +86,8 @@ def test_the_worker_scrape_asks_a_real_metrics_server_for_its_series_only():
     from bench.peers_bench import SCRAPED, metrics_url, scrape
     from streams.core.records import KpiRecord
     from streams.metrics.collector import WorkerCollector
-    from streams.metrics.server import MetricsServer
     from streams.runtime.stats import RuntimeStats
+    from tests.unit.test_metrics_server import serve
 
     stats = RuntimeStats()
     stats.processed[("crm.tickets.v1", 2)] += 11
@@ -100,20 +99,13 @@ def test_the_worker_scrape_asks_a_real_metrics_server_for_its_series_only():
     registry = CollectorRegistry(auto_describe=False)
     registry.register(WorkerCollector(stats, lambda: [record], "app"))
 
-    async def main() -> tuple[dict | None, bytes, bytes]:
-        server = MetricsServer(registry, "127.0.0.1", 0)
-        await server.start()
-        try:
-            def fetch(url: str) -> bytes:
-                with urllib.request.urlopen(url, timeout=5) as response:
-                    return response.read()
-            port = server.bound_port
-            return (await asyncio.to_thread(scrape, port), await asyncio.to_thread(fetch, metrics_url(port)),
-                    await asyncio.to_thread(fetch, f"http://127.0.0.1:{port}/metrics"))
-        finally:
-            await server.stop()
+    def check(port: int) -> tuple[dict | None, bytes, bytes]:
+        def fetch(url: str) -> bytes:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                return response.read()
+        return scrape(port), fetch(metrics_url(port)), fetch(f"http://127.0.0.1:{port}/metrics")
 
-    sample, answer, everything = asyncio.run(main())
+    sample, answer, everything = serve(registry, check)
     assert sample is not None
     assert sample["processed"] == {("crm.tickets.v1", 2): 11.0}
     assert sample["duplicate"] == 4.0 and sample["activity"]["stage1_batches"] == 1.0

@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import gzip
 import urllib.request
+from collections.abc import Callable
+from typing import TypeVar
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
@@ -13,6 +15,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from streams.metrics.collector import WorkerCollector
 from streams.metrics.server import MetricsServer
 from streams.runtime.stats import RuntimeStats
+
+T = TypeVar("T")
 
 
 def _stats() -> RuntimeStats:
@@ -40,22 +44,27 @@ def _samples(body: bytes) -> dict[str, list[tuple[dict[str, str], float]]]:
     return found
 
 
-def _serve(check) -> None:
-    """Start the server on a free port, run ``check(port)`` in a thread (urllib blocks),
-    stop the server."""
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(WorkerCollector(_stats(), list, "app"))
+def serve(registry: CollectorRegistry, check: Callable[[int], T]) -> T:
+    """Serve ``registry`` on a free loopback port, run ``check(port)`` in a thread (urllib
+    blocks), stop the server; returns what ``check`` returned."""
 
-    async def main() -> None:
+    async def main() -> T:
         server = MetricsServer(registry, "127.0.0.1", 0)
         await server.start()
         try:
             assert server.bound_port
-            await asyncio.to_thread(check, server.bound_port)
+            return await asyncio.to_thread(check, server.bound_port)
         finally:
             await server.stop()
 
-    asyncio.run(main())
+    return asyncio.run(main())
+
+
+def _serve(check: Callable[[int], None]) -> None:
+    """:func:`serve` of a worker's collector with a few counters and batches."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(WorkerCollector(_stats(), list, "app"))
+    serve(registry, check)
 
 
 def test_the_whole_exposition_without_a_filter() -> None:
