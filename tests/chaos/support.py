@@ -21,6 +21,7 @@ from pathlib import Path
 
 from aiokafka.admin import AIOKafkaAdminClient
 
+from bench.peers_bench import restored_state
 from streams import simulate
 from streams.codec import decode_dlq, encode_event
 from streams.codec.records import encode_signal, encode_sla
@@ -299,12 +300,14 @@ class Fleet:
 
 
 RESTORED = re.compile(r"stage[12] task \d+: restored")
-ID_CHUNKS_RESTORED = re.compile(r"with their dedupe ids in (\d+) chunks")
 
 
 def id_chunks_restored(log: str) -> int:
-    """Chunks of customers' dedupe ids that stage-1 tasks restored (their log lines)."""
-    return sum(int(n) for n in ID_CHUNKS_RESTORED.findall(log))
+    """Chunks of customers' dedupe ids that stage-1 tasks restored (their log lines, read
+    as the bench's restart phase reads them)."""
+    return restored_state(log)["id_chunks"]
+
+
 JOINED = re.compile(r"Joined group '([^']+)' \(generation (\d+)\) with member_id (\S+)")
 OWNS = re.compile(r"stage[12] owns partitions")
 REJOINING = re.compile(r"\(Re-\)joining group \S+-stage[12]\b")
