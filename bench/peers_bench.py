@@ -12,8 +12,14 @@ reading from the beginning with its own consumer group:
    ``crm_consumer_lag``, the stage-1 group's committed offsets (its resume points, which
    only reach the log end once every buffered event was applied) at the end of every
    input partition, and the KPI topic's end offsets unchanged for two polls;
-3. **faust**: a naive faust-streaming agent updating a faust ``Table`` per event;
-4. **quix**: a Quix Streams app with event-time tumbling windows, until its consumer
+3. **floor**: the worker's transport with a core that costs nothing (needs the worker
+   phase): the ceiling's consumption, the worker's typed decode, and every record the
+   worker wrote in this run (captured from its topics right after it) sent again through
+   its own transactional send in as many transactions, the partials read back too. No
+   worker can beat it with aiokafka and this output: ``floor ÷ ceiling`` bounds
+   ``worker ÷ ceiling``;
+4. **faust**: a naive faust-streaming agent updating a faust ``Table`` per event;
+5. **quix**: a Quix Streams app with event-time tumbling windows, until its consumer
    group (inputs and its repartition topic) is committed at the log end.
 
 CPU seconds are the contender process's own (``utime + stime`` of all its threads, and
@@ -64,7 +70,7 @@ INPUTS = ("crm.tickets.v1", "crm.interactions.v1", "crm.purchases.v1")
 PEER_PREFIX = "peers."  # topics holding the first --peer-events messages, when capped
 PARTITIONS = 6
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-CONTENDERS = ("ceiling", "worker", "faust", "quix")
+CONTENDERS = ("ceiling", "worker", "floor", "faust", "quix")
 
 TARGETS = {
     "worker_events_per_core_s": 100_000,
@@ -287,12 +293,12 @@ def figures(name: str, events: int, cpu: float, wall: float, hwm: int | None, **
 
 
 def run_peer(role: str, bootstrap: str, topics: list[str], total: int, logdir: Path,
-             timeout: float, stamp: str) -> dict:
-    """A contender that reports its own first/done lines (ceiling, faust, quix)."""
+             timeout: float, stamp: str, options: list[str] | None = None) -> dict:
+    """A contender that reports its own first/done lines (ceiling, floor, faust, quix)."""
     group = f"bench-{role}-{stamp}"
     command = [sys.executable, "-m", "bench.peers_contenders", role, "--bootstrap", bootstrap,
                "--topics", ",".join(topics), "--total", str(total), "--group", group,
-               "--partitions", str(PARTITIONS)]
+               "--partitions", str(PARTITIONS), *(options or [])]
     say(f"{role}: starting ({total:,} events, group {group})")
     run = spawn(role, command, logdir)
     deadline = time.monotonic() + timeout
@@ -346,7 +352,8 @@ def run_peer(role: str, bootstrap: str, topics: list[str], total: int, logdir: P
         return result
     result = figures(role, total, end_cpu - run.first["cpu"], end_wall - run.first["wall"], hwm,
                      finished=True, startup_cpu_seconds=round(run.first["cpu"], 3),
-                     **({"late_skipped": finals[0].get("late")} if finals else {}))
+                     **({"late_skipped": finals[0].get("late")} if finals else {}),
+                     **(run.done.get("details") or {}))
     say(f"{role}: {result['events_per_core_second']:,} events per CPU-s, "
         f"{result['wall_events_per_second']:,} events/s wall, peak RSS {(hwm or 0) / 2**20:,.0f} MiB")
     return result
@@ -569,6 +576,94 @@ def run_worker(bootstrap: str, total: int, logdir: Path, timeout: float, profile
             for stage in ("stage1", "stage2"))
             + f"; KPI records {activity.get('kpi_records_final', 0):,.0f} final, "
               f"{activity.get('kpi_records_provisional', 0):,.0f} provisional")
+    return result
+
+
+async def capture_outputs(bootstrap: str, app_id: str, path: Path, prefix: str = "",
+                          idle_s: float = 10.0) -> dict[str, Any]:
+    """Every committed record the worker ``app_id`` wrote - outputs, partials, changelogs
+    (``prefix``: that of its topics, see :func:`worker_env`) - to ``path``, as msgpack
+    ``[(floor topic, partition, key, value), ...]`` in the order written per partition:
+    what the floor sends again. Returns the topics' partition counts and what was read
+    against the offsets the worker used (a compacted changelog or transaction markers
+    make the second larger: the floor then sends less than the worker did, which only
+    flatters it)."""
+    import msgspec
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    from bench.peers_contenders import floor_topic
+    from streams.settings import Topics
+
+    names = [*(prefix + name for name in (*Topics().outputs(), Topics().partials)),
+             f"{app_id}.stage1-changelog", f"{app_id}.stage2-changelog"]
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+                                isolation_level="read_committed", fetch_max_bytes=64 * 1024 * 1024,
+                                max_partition_fetch_bytes=16 * 1024 * 1024)
+    await consumer.start()
+    try:
+        await consumer._client.force_metadata_update()  # noqa: SLF001 - topics created by the worker
+        tps = [TopicPartition(name, p) for name in names for p in sorted(consumer.partitions_for_topic(name) or ())]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        starts = {tp: await consumer.position(tp) for tp in tps}
+        ends = await consumer.end_offsets(tps)
+        rows: list[tuple[str, int, bytes | None, bytes | None]] = []
+        last = time.monotonic()
+        complete = False
+        while not complete and time.monotonic() - last < idle_s:
+            fetched = await consumer.getmany(timeout_ms=500, max_records=50_000)
+            for tp, messages in fetched.items():
+                rows.extend((floor_topic(tp.topic, app_id, prefix), tp.partition, m.key, m.value) for m in messages)
+            if fetched:
+                last = time.monotonic()
+            else:
+                complete = all([await consumer.position(tp) >= ends[tp] for tp in tps])
+    finally:
+        await consumer.stop()
+    path.write_bytes(msgspec.msgpack.encode(rows))
+    partitions: dict[str, int] = {}
+    for tp in tps:
+        topic = floor_topic(tp.topic, app_id, prefix)
+        partitions[topic] = max(partitions.get(topic, 0), tp.partition + 1)
+    if not complete:
+        say(f"floor: the worker's topics were not read to their end within {idle_s:.0f} s of silence; "
+            f"the floor sends the {len(rows):,} records read")
+    return {"partitions": partitions, "records": len(rows), "bytes": path.stat().st_size,
+            "offsets": sum(ends[tp] - starts[tp] for tp in tps), "complete": complete}
+
+
+def prepare_floor(bootstrap: str, worker: dict, logdir: Path, prefix: str = "") -> dict:
+    """Capture what the worker wrote (right after it, before a restart writes more) and
+    create the floor's topics like the worker's; returns what :func:`run_floor` needs."""
+    from streams.runtime.kafka import MAX_MESSAGE_BYTES
+
+    path = logdir / "worker-outputs.msgpack"
+    say("floor: capturing what the worker wrote")
+    captured = asyncio.run(capture_outputs(bootstrap, worker["app_id"], path, prefix))
+    by_count: dict[int, list[str]] = {}
+    for topic, count in captured.pop("partitions").items():
+        by_count.setdefault(count, []).append(topic)
+    for count, topics in by_count.items():
+        localkafka.create_topics(bootstrap, topics, partitions=count,
+                                 config={"max.message.bytes": str(MAX_MESSAGE_BYTES)})
+    activity = worker.get("activity") or {}
+    transactions = int(activity.get("stage1_commits", 0) + activity.get("stage2_commits", 0)) or 1
+    return {"path": path, "transactions": transactions, **captured}
+
+
+def run_floor(bootstrap: str, prepared: dict, inputs: list[str], total: int, logdir: Path, timeout: float,
+              stamp: str) -> dict:
+    """The floor contender, reading ``inputs``, on the worker's captured records (see
+    :func:`prepare_floor`)."""
+    path = prepared["path"]
+    say(f"floor: {prepared['records']:,} records ({prepared['bytes'] / 2**20:,.0f} MiB; the worker's offsets: "
+        f"{prepared['offsets']:,}) to send in {prepared['transactions']:,} transactions")
+    try:
+        result = run_peer("floor", bootstrap, inputs, total, logdir, timeout, stamp,
+                          ["--outputs", str(path), "--transactions", str(prepared["transactions"])])
+    finally:
+        path.unlink(missing_ok=True)
+    result["captured"] = {key: prepared[key] for key in ("records", "bytes", "offsets", "complete")}
     return result
 
 
@@ -1020,8 +1115,8 @@ def main() -> None:
                         help="cap the naive peers (faust, quix) at the first N events (per-core rates are per event)")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--only", default=",".join(CONTENDERS + ("restart", "latency", "core", "memory")),
-                        help="comma-separated subset of ceiling,worker,faust,quix,restart,latency,core,memory "
-                             "(restart needs worker)")
+                        help="comma-separated subset of ceiling,worker,floor,faust,quix,restart,latency,core,memory "
+                             "(restart and floor need worker)")
     parser.add_argument("--timeout", type=float, default=1500, help="seconds per contender at most")
     parser.add_argument("--latency-seconds", type=float, default=60, help="how long to time events at 50 %% load")
     parser.add_argument("--latency-warmup", type=float, default=LATENCY_WARMUP_S,
@@ -1062,6 +1157,7 @@ def main() -> None:
     gc.freeze()
     results: dict[str, dict] = {}
     extra: dict[str, Any] = {}
+    floor: dict | None = None  # the worker's captured output, for the floor phase
     if only & {*CONTENDERS, "latency"}:  # the broker phases
         with localkafka.start(cache_dir=REPO_ROOT / ".cache", heap="1g") as kafka:
             bootstrap = kafka.bootstrap
@@ -1083,6 +1179,8 @@ def main() -> None:
                 tree = tree_state()
                 if name == "worker":
                     results[name] = run_worker(bootstrap, args.events, logdir, args.timeout, args.profile)
+                    if "floor" in only and results[name].get("finished"):
+                        floor = prepare_floor(bootstrap, results[name], logdir)
                     if "restart" in only and results[name].get("finished"):
                         tree = tree_state()
                         extra["restart"] = {**run_restart(bootstrap, results[name]["app_id"],
@@ -1090,6 +1188,11 @@ def main() -> None:
                                                           args.timeout, args.profile), "tree": tree}
                 elif name == "ceiling":
                     results[name] = run_peer(name, bootstrap, list(INPUTS), args.events, logdir, args.timeout, stamp)
+                elif name == "floor":
+                    if floor is None:
+                        say("floor: skipped (it sends what the worker wrote: needs a finished worker phase)")
+                        continue
+                    results[name] = run_floor(bootstrap, floor, list(INPUTS), args.events, logdir, args.timeout, stamp)
                 else:
                     results[name] = run_peer(name, bootstrap, peer_topics, peer_events, logdir, args.timeout, stamp)
                 if broker_cpu is not None and kafka.pid:

@@ -3,6 +3,12 @@
 ``python -m bench.peers_contenders <role> ...`` where role is
 
 * ``ceiling``: aiokafka ``getmany`` + ``orjson.loads`` of every message, nothing else;
+* ``floor``: the worker's transport with a core that costs nothing: the ceiling's
+  consumption, the worker's typed decode and home-partition check of every message, and
+  the records the worker itself wrote in the same bench run (read back from its output,
+  partials and changelog topics, ``--outputs``) sent again through the worker's own
+  transactional send, in as many transactions, while stage 2's reading of the partials
+  back is done too (see :func:`run_floor`);
 * ``faust``: writes a naive faust-streaming app (one agent over the three topics, a faust
   ``Table`` updated per event) to a temporary directory and ``exec``s ``faust worker``
   on it, so the measured process is the faust worker itself;
@@ -90,6 +96,111 @@ def run_ceiling(args: argparse.Namespace) -> None:
     import asyncio
 
     asyncio.run(_ceiling(args.bootstrap, args.topics.split(","), args.total, args.group))
+
+
+# --------------------------------------------------------------------------- floor
+
+FLOOR_PREFIX = "floor."  # the floor writes to floor.<topic>, never to the worker's topics
+PARTIALS = "crm.kpi-partials"
+# the worker sends these by key (Kafka's default partitioner); the partials and the
+# changelogs to the partition of the task that wrote them
+KEYED = frozenset({"crm.kpi.v1", "crm.sla.v1", "crm.churn-signals.v1", "crm.dlq.v1"})
+
+
+def floor_topic(topic: str, app_id: str, prefix: str = "") -> str:
+    """The floor's name of a topic the worker wrote: ``floor.`` and the topic's default
+    name (without the worker's topic ``prefix``; its changelogs without the app id)."""
+    if topic.startswith(app_id + "."):
+        topic = topic[len(app_id) + 1:]
+    return FLOOR_PREFIX + topic.removeprefix(prefix)
+
+
+def transaction_share(counts: dict[str, int], transactions: int, index: int) -> dict[str, range]:
+    """Which records of each topic transaction ``index`` (of ``transactions``) sends: the
+    ``index``-th of ``transactions`` even shares, in the order the worker wrote them."""
+    return {topic: range(n * index // transactions, n * (index + 1) // transactions)
+            for topic, n in counts.items()}
+
+
+async def _floor(args: argparse.Namespace) -> None:
+    import msgspec
+    from aiokafka import AIOKafkaConsumer
+
+    from streams.codec import HomePartitions, Rejected, decode_event
+    from streams.runtime.kafka import send_atomically, transactional_producer
+    from streams.runtime.worker import tune_gc
+    from streams.settings import Settings
+
+    # (topic, partition, key, value) in the order the worker wrote them, per topic
+    captured = msgspec.msgpack.decode(Path(args.outputs).read_bytes(),
+                                      type=list[tuple[str, int, bytes | None, bytes | None]])
+    records: dict[str, list[tuple[bytes | None, bytes | None, int | None]]] = {}
+    for topic, partition, key, value in captured:
+        keyed = topic.removeprefix(FLOOR_PREFIX) in KEYED
+        records.setdefault(topic, []).append((value, key, None if keyed else partition))
+    del captured
+    tune_gc()  # as the worker does: what is loaded out of the collector's sight, its thresholds
+    counts = {topic: len(rows) for topic, rows in records.items()}
+    partials_sent = counts.get(FLOOR_PREFIX + PARTIALS, 0)
+    transactions = max(1, args.transactions)
+    producer = transactional_producer(Settings(bootstrap_servers=args.bootstrap, app_id=args.group),
+                                      f"{args.group}-floor")
+    consumer = AIOKafkaConsumer(*args.topics.split(","), bootstrap_servers=args.bootstrap, group_id=args.group,
+                                auto_offset_reset="earliest", enable_auto_commit=False,
+                                max_partition_fetch_bytes=4 * 1024 * 1024)
+    # stage 2 reads the partials back (committed ones only, as the worker does)
+    reader = AIOKafkaConsumer(FLOOR_PREFIX + PARTIALS, bootstrap_servers=args.bootstrap, group_id=None,
+                              auto_offset_reset="earliest", enable_auto_commit=False,
+                              isolation_level="read_committed")
+    await producer.start()
+    await consumer.start()
+    await reader.start()
+    homes = HomePartitions(args.partitions)
+    seen = read = sent = 0
+    try:
+        while seen < args.total:
+            batch = await consumer.getmany(timeout_ms=500, max_records=20_000)
+            if batch and seen == 0:
+                report("first")
+            before = seen
+            for messages in batch.values():
+                for message in messages:
+                    decoded = decode_event(message.value if message.value is not None else b"")
+                    if not isinstance(decoded, Rejected):
+                        homes[decoded.customer_id]  # noqa: B018 - the worker's misrouting check
+                seen += len(messages)
+            due = transactions if seen >= args.total else seen * transactions // args.total
+            while sent < due:
+                share = transaction_share(counts, transactions, sent)
+                await send_atomically(producer, [(topic, *records[topic][i])
+                                                 for topic, span in share.items() for i in span])
+                sent += 1
+            read += sum(len(m) for m in (await reader.getmany(timeout_ms=0)).values())
+            if seen // 100_000 != before // 100_000:
+                report("progress", n=seen)
+        deadline = time.monotonic() + 60
+        while read < partials_sent and time.monotonic() < deadline:
+            read += sum(len(m) for m in (await reader.getmany(timeout_ms=500)).values())
+        report("done", n=seen, details={
+            "transactions": sent, "records_sent": sum(counts.values()),
+            "bytes_sent": sum(len(v or b"") + len(k or b"") for rows in records.values() for v, k, _ in rows),
+            "records_per_topic": counts, "partials_read": read})
+    finally:
+        await reader.stop()
+        await consumer.stop()
+        await producer.stop()
+
+
+def run_floor(args: argparse.Namespace) -> None:
+    """Everything the worker does per event except its core: what an aiokafka worker
+    producing the same output would cost if its KPI work were free. Left out: the
+    worker's watermark and changelog bookkeeping, /metrics, and encoding (the records
+    are sent as the worker encoded them)."""
+    import asyncio
+
+    if not args.outputs:
+        raise SystemExit("floor: --outputs (the worker's captured records) is required")
+    asyncio.run(_floor(args))
 
 
 # --------------------------------------------------------------------------- faust
@@ -325,7 +436,7 @@ def run_memory(args: argparse.Namespace) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("role", choices=["ceiling", "faust", "quix", "memory"])
+    parser.add_argument("role", choices=["ceiling", "floor", "faust", "quix", "memory"])
     parser.add_argument("--bootstrap", default="127.0.0.1:9092")
     parser.add_argument("--topics", default=",".join(INPUTS))
     parser.add_argument("--total", type=int, default=0, help="input messages to take")
@@ -335,8 +446,10 @@ def main() -> None:
     parser.add_argument("--tickets", type=int, default=100_000)
     parser.add_argument("--quix-grace-ms", type=int, default=86_400_000,
                         help="grace of the Quix windows (see run_quix: why a day)")
+    parser.add_argument("--outputs", default=None, help="floor: the worker's records (bench/peers_bench.py captures them)")
+    parser.add_argument("--transactions", type=int, default=1, help="floor: how many transactions send them")
     args = parser.parse_args()
-    {"ceiling": run_ceiling, "faust": run_faust, "quix": run_quix, "memory": run_memory}[args.role](args)
+    {"ceiling": run_ceiling, "floor": run_floor, "faust": run_faust, "quix": run_quix, "memory": run_memory}[args.role](args)
 
 
 if __name__ == "__main__":

@@ -143,3 +143,38 @@ def test_the_changelog_bench_runs_its_layouts_and_restores_what_is_still_needed(
     assert inline["events"] == chunked["events"] == 2_000
     assert inline["ids_remembered"] == chunked["ids_remembered"] > 16
     assert chunked["bytes_per_event"] < inline["bytes_per_event"] / 5
+
+
+def test_the_floor_sends_each_record_once_in_even_shares_in_the_order_written():
+    from bench.peers_contenders import transaction_share
+
+    for counts in ({"a": 0, "b": 1, "c": 7}, {"a": 1_000, "b": 3}, {"a": 5}):
+        for transactions in (1, 2, 3, 7, 250):
+            shares = [transaction_share(counts, transactions, index) for index in range(transactions)]
+            for topic, n in counts.items():
+                sent = [i for share in shares for i in share[topic]]
+                assert sent == list(range(n)), (counts, transactions)
+                sizes = [len(share[topic]) for share in shares]
+                assert max(sizes) - min(sizes) <= 1
+
+
+def test_the_floor_names_its_topics_after_the_workers_without_app_id_or_prefix():
+    from bench.peers_contenders import floor_topic
+
+    assert floor_topic("crm.kpi.v1", "bench-worker-1") == "floor.crm.kpi.v1"
+    assert floor_topic("bench-worker-1.stage1-changelog", "bench-worker-1") == "floor.stage1-changelog"
+    assert floor_topic("t1.crm.kpi-partials", "bench-worker-1", "t1.") == "floor.crm.kpi-partials"
+
+
+def test_the_results_table_and_ratios_carry_the_floor():
+    from bench.peers_bench import ratios, table
+
+    results = {"ceiling": {"events": 10, "cpu_seconds": 1.0, "events_per_core_second": 400_000,
+                           "wall_events_per_second": 1},
+               "worker": {"events": 10, "cpu_seconds": 1.0, "events_per_core_second": 20_000,
+                          "wall_events_per_second": 1},
+               "floor": {"events": 10, "cpu_seconds": 1.0, "events_per_core_second": 100_000,
+                         "wall_events_per_second": 1}}
+    assert ratios(results)["floor/ceiling"] == 0.25 and ratios(results)["worker/floor"] == 0.2
+    row = next(line for line in table(results).splitlines() if line.startswith("| floor "))
+    assert "| 0.250× | 0.20× |" in row
