@@ -293,14 +293,16 @@ def figures(name: str, events: int, cpu: float, wall: float, hwm: int | None, **
 
 
 def run_peer(role: str, bootstrap: str, topics: list[str], total: int, logdir: Path,
-             timeout: float, stamp: str, options: list[str] | None = None) -> dict:
-    """A contender that reports its own first/done lines (ceiling, floor, faust, quix)."""
+             timeout: float, stamp: str, options: list[str] | None = None, profile: bool = False) -> dict:
+    """A contender that reports its own first/done lines (ceiling, floor, faust, quix);
+    ``profile``: sampled with py-spy like the worker."""
     group = f"bench-{role}-{stamp}"
     command = [sys.executable, "-m", "bench.peers_contenders", role, "--bootstrap", bootstrap,
                "--topics", ",".join(topics), "--total", str(total), "--group", group,
                "--partitions", str(PARTITIONS), *(options or [])]
     say(f"{role}: starting ({total:,} events, group {group})")
     run = spawn(role, command, logdir)
+    profiler = attach_profiler(run.process.pid, logdir, role) if profile else None
     deadline = time.monotonic() + timeout
     next_note = time.monotonic() + 15
     end_cpu = end_wall = hwm = None
@@ -336,6 +338,7 @@ def run_peer(role: str, bootstrap: str, topics: list[str], total: int, logdir: P
         hwm = proc_hwm(run.process.pid) or hwm
     finally:
         run.stop()
+        finish_profiler(profiler, role)
     if run.done and run.done.get("maxrss"):  # a process that exited by itself has no VmHWM left
         hwm = max(hwm or 0, run.done["maxrss"])  # its own VmHWM when it finished
     finals = [m["final"] for m in run.messages() if "final" in m]  # Quix: said after stopping
@@ -461,11 +464,11 @@ def start_worker(name: str, bootstrap: str, logdir: Path, prefix: str = "", app_
 
 
 def attach_profiler(pid: int, logdir: Path, name: str = "worker") -> tuple[subprocess.Popen, Path] | None:
-    """py-spy sampling the worker (collapsed stacks, 100 Hz, idle frames left out) until it
-    exits; None (and a note) when py-spy is not installed."""
+    """py-spy sampling a contender (collapsed stacks, 100 Hz, idle frames left out) until
+    it exits; None (and a note) when py-spy is not installed."""
     py_spy = shutil.which("py-spy") or shutil.which("py-spy", path=str(Path(sys.executable).parent))
     if py_spy is None:
-        say("worker: --profile needs py-spy (pip install py-spy); running without it")
+        say(f"{name}: --profile needs py-spy (pip install py-spy); running without it")
         return None
     out = logdir / f"{name}-profile.folded"
     process = subprocess.Popen([py_spy, "record", "--pid", str(pid), "--rate", "100", "--format", "raw",
@@ -652,7 +655,7 @@ def prepare_floor(bootstrap: str, worker: dict, logdir: Path, prefix: str = "") 
 
 
 def run_floor(bootstrap: str, prepared: dict, inputs: list[str], total: int, logdir: Path, timeout: float,
-              stamp: str) -> dict:
+              stamp: str, profile: bool = False) -> dict:
     """The floor contender, reading ``inputs``, on the worker's captured records (see
     :func:`prepare_floor`)."""
     path = prepared["path"]
@@ -660,7 +663,7 @@ def run_floor(bootstrap: str, prepared: dict, inputs: list[str], total: int, log
         f"{prepared['offsets']:,}) to send in {prepared['transactions']:,} transactions")
     try:
         result = run_peer("floor", bootstrap, inputs, total, logdir, timeout, stamp,
-                          ["--outputs", str(path), "--transactions", str(prepared["transactions"])])
+                          ["--outputs", str(path), "--transactions", str(prepared["transactions"])], profile)
     finally:
         path.unlink(missing_ok=True)
     result["captured"] = {key: prepared[key] for key in ("records", "bytes", "offsets", "complete")}
@@ -1128,7 +1131,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None, help="result file (default bench/results/<date>.json, "
                         "<date>-<HHMMSS>.json if that exists)")
     parser.add_argument("--profile", action="store_true",
-                        help="sample the worker with py-spy (collapsed stacks in the run's log directory)")
+                        help="sample the worker (and the floor) with py-spy (collapsed stacks in the run's "
+                             "log directory)")
     args = parser.parse_args()
     only = set(args.only.split(","))
     unknown = only - {*CONTENDERS, "restart", "latency", "core", "memory"}
@@ -1192,7 +1196,8 @@ def main() -> None:
                     if floor is None:
                         say("floor: skipped (it sends what the worker wrote: needs a finished worker phase)")
                         continue
-                    results[name] = run_floor(bootstrap, floor, list(INPUTS), args.events, logdir, args.timeout, stamp)
+                    results[name] = run_floor(bootstrap, floor, list(INPUTS), args.events, logdir, args.timeout, stamp,
+                                              args.profile)
                 else:
                     results[name] = run_peer(name, bootstrap, peer_topics, peer_events, logdir, args.timeout, stamp)
                 if broker_cpu is not None and kafka.pid:
