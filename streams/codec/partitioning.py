@@ -15,51 +15,11 @@ key, so a keyless message on its customer's partition is accepted.
 
 from __future__ import annotations
 
-import struct
-
 from streams.codec.events import Rejected
 from streams.codec.reasons import Reason
+from streams.core.murmur import murmur2
 
-_MASK = 0xFFFFFFFF
-_M = 0x5BD1E995
-
-
-def murmur2(data: bytes) -> int:
-    """Kafka's murmur2 of ``data`` as an unsigned 32-bit integer
-    (``org.apache.kafka.common.utils.Utils.murmur2``, seed ``0x9747b28c``). The 4-byte
-    words are unpacked in one call: this runs for every new KPI record key."""
-    length = len(data)
-    h = (0x9747B28C ^ length) & _MASK
-    full = length - length % 4
-    m = _M
-    for k in (_words(full).unpack_from(data) if full else ()):
-        k = (k * m) & _MASK
-        k ^= k >> 24
-        k = (k * m) & _MASK
-        h = ((h * m) & _MASK) ^ k
-    rest = length - full
-    if rest:
-        if rest >= 3:
-            h ^= data[full + 2] << 16
-        if rest >= 2:
-            h ^= data[full + 1] << 8
-        h ^= data[full]
-        h = (h * m) & _MASK
-    h ^= h >> 13
-    h = (h * m) & _MASK
-    h ^= h >> 15
-    return h
-
-
-_WORDS: dict[int, struct.Struct] = {}
-
-
-def _words(full: int) -> struct.Struct:
-    """A memoised little-endian unpacker of ``full // 4`` unsigned 32-bit words."""
-    unpacker = _WORDS.get(full)
-    if unpacker is None:
-        unpacker = _WORDS[full] = struct.Struct(f"<{full // 4}I")
-    return unpacker
+__all__ = ["HomePartitions", "default_partition", "misrouted", "murmur2"]
 
 
 def default_partition(key: bytes, partitions: int) -> int:
@@ -69,7 +29,7 @@ def default_partition(key: bytes, partitions: int) -> int:
 
 class HomePartitions(dict[str, int]):
     """``homes[customer_id]``: the customer's partition, memoised (a dict lookup per
-    message on the hot path; murmur2 in Python costs microseconds). The memo is
+    message on the hot path instead of encoding the id and hashing it). The memo is
     dropped whole when it reaches ``max_entries``."""
 
     def __init__(self, partitions: int, max_entries: int = 500_000) -> None:

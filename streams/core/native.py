@@ -30,7 +30,7 @@ COMPILED_ROOT = HERE / "_compiled"
 
 COMPILED: tuple[str, ...] = (
     "aggregates", "calendar", "chunks", "customers", "durations", "kpis", "labels", "merge",
-    "partials", "pipeline", "registry", "sketch", "sla", "tickets", "windows",
+    "murmur", "partials", "pipeline", "registry", "sketch", "sla", "tickets", "windows",
 )
 """Modules compiled by mypyc. Not in it: the msgspec struct modules (``events``,
 ``records``, ``customer_state``, ``ticket_state``: compiled, a struct's

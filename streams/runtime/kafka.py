@@ -229,8 +229,8 @@ class TaskFenced(Exception):
 class KeyPartitioner:
     """The partition Kafka's default partitioner gives a key (murmur2, as the Java
     client and aiokafka compute it), memoised: KPI keys come back with every revision
-    and murmur2 in pure Python costs microseconds per key. Keyless records go round
-    robin."""
+    (and murmur2 costs microseconds per key where the core runs interpreted). Keyless
+    records go round robin."""
 
     def __init__(self, max_entries: int = 200_000) -> None:
         self.max_entries = max_entries

@@ -1,5 +1,5 @@
-"""House rule: streams/core is pure - stdlib and msgspec only, never Kafka, asyncio,
-Prometheus, faust or the runtime. The streaming runtime calls core; core never calls it."""
+"""House rule: streams/core is pure - stdlib, msgspec and mypy_extensions' int types only,
+never Kafka, asyncio, Prometheus, faust or the runtime. The streaming runtime calls core; core never calls it."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import streams.core
 
 CORE = Path(streams.core.__file__).parent
-ALLOWED_THIRD_PARTY = {"msgspec"}
+ALLOWED_THIRD_PARTY = {"msgspec", "mypy_extensions"}  # (the latter: native int types for mypyc)
 FORBIDDEN_STDLIB = {"asyncio", "socket", "threading", "multiprocessing", "subprocess", "http", "urllib"}
 
 
