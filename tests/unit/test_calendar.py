@@ -365,6 +365,11 @@ def test_at_risk_fraction_uses_exact_integer_arithmetic():
     clock = SlaClock.start(CALENDARS["always"], 3_600_001, 0)
     assert clock.threshold_ms(0.8) == 3_600_001 * 4 // 5
     assert clock.threshold_ms("4/5") == clock.threshold_ms(Fraction(4, 5)) == 2_880_000
+    assert clock.threshold_ms() == clock.threshold_ms(1) == clock.threshold_ms(Fraction(1)) == 3_600_001
+    assert clock.threshold_ms(2) == 7_200_002
+    for negative in (-1, Fraction(-1, 2), "-0.5"):
+        with pytest.raises(ValueError, match="negative"):
+            clock.threshold_ms(negative)
 
 
 # --- property tests ------------------------------------------------------------------
