@@ -597,7 +597,8 @@ async def capture_outputs(bootstrap: str, app_id: str, path: Path, prefix: str =
     from bench.peers_contenders import floor_topic
     from streams.settings import Topics
 
-    names = [*(prefix + name for name in (*Topics().outputs(), Topics().partials)),
+    topics = Topics()
+    names = [*(prefix + name for name in (*topics.outputs(), topics.partials)),
              f"{app_id}.stage1-changelog", f"{app_id}.stage2-changelog"]
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
                                 isolation_level="read_committed", fetch_max_bytes=64 * 1024 * 1024,

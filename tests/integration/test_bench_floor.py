@@ -16,7 +16,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from bench.peers_bench import INPUTS, capture_outputs, prepare_floor, produce, run_floor
-from bench.peers_contenders import FLOOR_PREFIX, KEYED
+from bench.peers_contenders import FLOOR_PREFIX, KEYED, floor_topic
 from streams import localkafka
 from streams.codec.partitioning import default_partition
 from streams.simulate import SimConfig, generate
@@ -90,7 +90,7 @@ def test_the_floor_captures_and_sends_again_exactly_what_the_worker_wrote(kafka,
     assert captured["complete"] and captured["records"] == len(committed)
     assert captured["offsets"] > len(committed)  # the aborted records and the markers
     rows = msgspec.msgpack.decode(path.read_bytes())
-    names = {topic: FLOOR_PREFIX + topic.removeprefix(prefix).removeprefix(app_id + ".") for topic in worker_topics}
+    names = {topic: floor_topic(topic, app_id, prefix) for topic in worker_topics}
     per_partition: dict[tuple[str, int], list] = defaultdict(list)
     for topic, partition, key, value in committed:
         per_partition[(names[topic], partition)].append((key, value))
